@@ -1,0 +1,13 @@
+"""Errors a user can act on. The CLI prints them as one line and exits with `exit_code`; no traceback."""
+
+
+class UserError(Exception):
+    """Bad input or environment: message says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+
+class StoreError(UserError):
+    """The SQL store cannot be used (unreachable, behind the code, driver error)."""
+
+    exit_code = 3
