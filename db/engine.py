@@ -1,0 +1,139 @@
+"""Engine and session handling: which store, how to connect, one session scope, and the schema check.
+
+The store is any SQLAlchemy URL: `--db`, else `DEVCOMPARE_DB_URL`, else a SQLite file under the user's data
+directory (WAL, busy timeout), so one command works on a laptop and a fleet points every host at PostgreSQL.
+Driver errors leave this module as `StoreError`, one line that says what to do.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from runner.errors import StoreError
+
+ENV_VAR = "DEVCOMPARE_DB_URL"
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def default_url() -> str:
+    from platformdirs import user_data_dir
+
+    return f"sqlite:///{Path(user_data_dir('devcompare')) / 'devcompare.db'}"
+
+
+def resolve_url(url: str | None = None) -> str:
+    url = url or os.environ.get(ENV_VAR) or default_url()
+    if url.startswith(("postgresql://", "postgres://")):  # psycopg 3 is the PostgreSQL driver we ship
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def display_url(url: str) -> str:
+    """The URL with its password masked, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def _sqlite_pragmas(dbapi_conn, _record):
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers (dashboard) never block the writer (submit)
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str | None = None) -> Engine:
+    url = resolve_url(url)
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StoreError(f"not a database URL: {url!r} (example: sqlite:///runs.db or postgresql://user@host/db)") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (ImportError, SQLAlchemyError) as e:
+        raise StoreError(f"cannot use store {display_url(url)}: {e}") from None
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine):
+    """One transaction: committed on success, rolled back on any error; driver errors become StoreError."""
+    try:
+        with Session(engine, expire_on_commit=False) as session, session.begin():
+            yield session
+    except IntegrityError:
+        raise  # a constraint the caller may expect (a replayed run), not an unusable store
+    except DBAPIError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        raise StoreError(f"store {display_url(str(engine.url))}: {reason}") from None
+
+
+def _alembic_config(connection=None):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except DBAPIError as e:
+        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
+        raise StoreError(f"cannot reach store {display_url(str(engine.url))}: {reason}") from None
+
+
+def upgrade(engine: Engine) -> tuple[str | None, str]:
+    """Bring the schema to the code's head revision; returns (before, after)."""
+    from alembic import command
+
+    before = current_revision(engine)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(_alembic_config(conn), "head")
+    except DBAPIError as e:
+        raise StoreError(f"upgrade of {display_url(str(engine.url))} failed: {str(e.orig).strip().splitlines()[0]}") from None
+    return before, head_revision()
+
+
+def ensure_schema(engine: Engine) -> None:
+    """A new, empty store is created; a store behind (or ahead of) the code is an error naming the fix."""
+    current, head = current_revision(engine), head_revision()
+    if current == head:
+        return
+    if current is None and not inspect(engine).get_table_names():
+        upgrade(engine)
+        return
+    url = display_url(str(engine.url))
+    raise StoreError(f"the store {url} has schema revision {current or 'none'}, this code expects {head}: "
+                     f"run `runner db upgrade --db '{url}'` (back up the database first)")
+
+
+def open_store(url: str | None = None) -> Engine:
+    engine = make_engine(url)
+    ensure_schema(engine)
+    return engine

