@@ -22,7 +22,7 @@ NAMING = {
 
 RunId = Annotated[str, mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)]
 UtcTime = Annotated[dt.datetime, mapped_column(DateTime(timezone=True))]
-Json = Annotated[Any, mapped_column(JSON)]
+Json = Annotated[Any, mapped_column(JSON(none_as_null=True))]  # Python None is SQL NULL, not JSON null
 
 
 class Base(DeclarativeBase):

@@ -183,7 +183,7 @@ def runs(
     if not rows:
         err.print("the store has no runs yet: runner submit --device cpu --job jobs/demo-cpu.toml")
         return
-    out.print(table, width=max(out.width, 140))
+    Console(width=max(out.width, 150)).print(table)  # ids and fingerprints are copied: never truncate them
 
 
 @app.command()

@@ -41,6 +41,7 @@ def _publish(build, target: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is readable like any model directory
     try:
         build(tmp)
         try:

@@ -10,6 +10,7 @@ p10/p90 and every raw repeat kept.
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 
@@ -67,23 +68,29 @@ class CpuLoad:
         return False
 
 
+def _cache_kwarg(model) -> str:
+    """transformers >= 5.24 names the KV-cache argument `cache`; older releases (Ascend stacks) `past_key_values`."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
 def timed_call(model, input_ids, new_tokens: int, device_type: str) -> tuple[float, float, "object"]:
     """One prefill + greedy decode; returns (ttft_s, e2e_s, new token ids [B, new_tokens] on the host)."""
     import torch
     from transformers import DynamicCache
 
+    kw = _cache_kwarg(model)
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
         devices.synchronize(device_type)
         start = time.perf_counter()
-        out = model(input_ids=input_ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        out = model(input_ids=input_ids, **{kw: cache}, use_cache=True, logits_to_keep=1)
         token = out.logits[:, -1].argmax(dim=-1, keepdim=True)  # [B, 1]
         tokens = [token.cpu()]  # .cpu() waits for the value: the first token is on the host
         devices.synchronize(device_type)
         ttft = time.perf_counter() - start
         device_tokens = []
         for _ in range(new_tokens - 1):
-            out = model(input_ids=token, past_key_values=cache, use_cache=True, logits_to_keep=1)
+            out = model(input_ids=token, **{kw: cache}, use_cache=True, logits_to_keep=1)
             token = out.logits[:, -1].argmax(dim=-1, keepdim=True)  # [B, 1]
             device_tokens.append(token)
         if device_tokens:
