@@ -50,6 +50,7 @@ class Run(Base):
     pushed_at: Mapped[UtcTime]
     environment: Mapped[Json]
     spec: Mapped[Json]
+    token_probe: Mapped[Optional[Json]]  # greedy ids of fixed prompts: cross-device token agreement
     extra: Mapped[Optional[Json]]
 
     perf: Mapped[list[PerfRecord]] = relationship(back_populates="run", cascade="all, delete-orphan",
@@ -106,6 +107,7 @@ class AccuracyRecord(Base):
     pass_at_k: Mapped[Json]  # {"1": 0.33, "10": 0.5}
     generation_s: Mapped[Optional[float]]
     execution_s: Mapped[Optional[float]]
+    batch_agreement: Mapped[Optional[Json]]  # batched vs batch-1 greedy completions: {"prompts", "identical", "share"}
 
     run: Mapped[Run] = relationship(back_populates="accuracy")
 

@@ -43,7 +43,7 @@ def run_from_document(doc: dict) -> Run:
         device_count=doc["device"]["count"], source=doc["source"], imported_from=doc.get("imported_from"),
         missing=doc["missing"], started_at=_time(doc["started_at"]), finished_at=_time(doc["finished_at"]),
         pushed_at=dt.datetime.now(dt.timezone.utc), environment=doc["environment"], spec=spec,
-        extra=doc.get("extra"),
+        token_probe=doc.get("token_probe"), extra=doc.get("extra"),
     )
     run.perf = [_perf_row(r) for r in doc["perf"]]
     he = doc["humaneval"]
@@ -51,7 +51,7 @@ def run_from_document(doc: dict) -> Run:
         run.accuracy = AccuracyRecord(
             problems=he["problems"], samples_per_problem=he.get("samples_per_problem"), passed=he["passed"],
             pass_at_1=he["pass_at_k"].get("1"), pass_at_k=he["pass_at_k"], generation_s=he.get("generation_s"),
-            execution_s=he.get("execution_s"))
+            execution_s=he.get("execution_s"), batch_agreement=he.get("batch_agreement"))
         run.problems = [ProblemResult(task_id=r["task_id"], sample=r["sample"], completion=r["completion"],
                                       passed=r["passed"], verdict=r["verdict"],
                                       generated_tokens=r.get("generated_tokens"),

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from runner.errors import UserError
 
@@ -40,7 +41,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, markup=True)
             raise typer.Exit(e.exit_code) from None
     return wrapper
 
@@ -91,9 +92,9 @@ def submit(
         from db.engine import open_store
 
         engine = open_store(db)  # fail before the model loads, not after an hour of work
-    from runner.submit import run_job
+    from runner.submit import submit_job
 
-    doc = run_job(spec, dev, model_path=model_path, console=err)
+    doc = submit_job(spec, dev, model_path=model_path, console=err)
     if out_file is not None:
         rundoc.write(doc, out_file)
         err.print(f"wrote run {doc['run_id']} to {out_file} (push it with: runner push {out_file})", highlight=False)

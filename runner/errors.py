@@ -11,3 +11,9 @@ class StoreError(UserError):
     """The SQL store cannot be used (unreachable, behind the code, driver error)."""
 
     exit_code = 3
+
+
+class RunError(UserError):
+    """The job itself failed (a rank crashed, the model raised): exit code 1, one line naming what failed."""
+
+    exit_code = 1

@@ -13,6 +13,7 @@ from runner.errors import UserError
 from runner.passk import pass_at_ks
 from runner.spec import HumanEvalSpec
 
+AGREEMENT_PROMPTS = 8  # prompts re-generated at batch 1 to measure batched/batch-1 agreement
 INSTRUCTION = ("Complete the following Python function. Reply with the whole function in one ```python code block."
                "\n\n```python\n{prompt}```")
 
@@ -62,35 +63,57 @@ def extract_completion(generated: str, problem: dict, style: str, stop: list[str
 
 
 def generate(model, tokenizer, prompts: list[str], spec: HumanEvalSpec, torch_device: str, seed: int,
-             step: Callable[[int], None] | None = None) -> list[dict]:
-    """One output per prompt, in order: {"text", "tokens" (new token ids), "generation_s"}; batched, left padded."""
+             batch_size: int | None = None, step: Callable[[int], None] | None = None) -> list[dict]:
+    """One output per prompt, in input order: {"text", "tokens" (new token ids), "generation_s"}.
+
+    Batched with left padding; prompts are grouped by token length so a batch carries little padding (less
+    wasted compute, and greedy output closer to batch-1 output).
+    """
     import torch
 
+    batch_size = batch_size or spec.batch_size
     torch.manual_seed(seed)
     sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p} if spec.temperature > 0 \
         else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    outputs = []
-    for start in range(0, len(prompts), spec.batch_size):
-        batch = prompts[start:start + spec.batch_size]
-        # the chat template already holds its special tokens; a plain prompt gets the tokenizer's usual BOS
-        enc = tokenizer(batch, return_tensors="pt", padding=True,
-                        add_special_tokens=spec.prompt_style == "completion").to(torch_device)
+    # the chat template already holds its special tokens; a plain prompt gets the tokenizer's usual BOS
+    special = spec.prompt_style == "completion"
+    lengths = [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    outputs: list[dict | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                        add_special_tokens=special).to(torch_device)
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**enc, max_new_tokens=spec.max_new_tokens, stop_strings=spec.stop or None,
                                  tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id, **sampling)
         elapsed = time.perf_counter() - t0
         new = out[:, enc["input_ids"].shape[1]:].cpu()  # [B, generated]
-        for row in new:
+        for i, row in zip(idx, new):
             ids = row.tolist()
             # finished rows are padded with pad (== eos for most chat models): count up to the first of them
             if tokenizer.pad_token_id in ids:
                 ids = ids[: ids.index(tokenizer.pad_token_id)]
-            outputs.append({"text": tokenizer.decode(ids, skip_special_tokens=True), "tokens": ids,
-                            "generation_s": elapsed / len(batch)})
+            outputs[i] = {"text": tokenizer.decode(ids, skip_special_tokens=True), "tokens": ids,
+                          "generation_s": elapsed / len(idx)}
         if step:
-            step(len(batch))
+            step(len(idx))
     return outputs
+
+
+def batch_agreement(model, tokenizer, prompts: list[str], outs: list[dict], spec: HumanEvalSpec, torch_device: str,
+                    seed: int, step: Callable[[int], None] | None = None) -> dict | None:
+    """Share of the first AGREEMENT_PROMPTS greedy completions that batch-1 generation reproduces exactly.
+
+    Some harnesses drift with batch size (padding changes the numerics); this makes the drift a stored number.
+    """
+    if spec.batch_size == 1 or spec.temperature > 0:
+        return None
+    n = min(AGREEMENT_PROMPTS, len(prompts))
+    single = generate(model, tokenizer, prompts[:n], spec, torch_device, seed, batch_size=1, step=step)
+    same = sum(a["tokens"] == b["tokens"] for a, b in zip(single, outs[:n]))
+    return {"batch_size": spec.batch_size, "prompts": n, "identical": same, "share": same / n if n else None}
 
 
 def execute(items: list[tuple[dict, str]], timeout: float, step: Callable[[int], None] | None = None) -> list[dict]:
@@ -110,8 +133,13 @@ def execute(items: list[tuple[dict, str]], timeout: float, step: Callable[[int],
         return list(pool.map(one, items))
 
 
-def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, progress=None) -> dict:
-    """The `humaneval` section of a run document. `progress(phase, total)` returns a step callback."""
+def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, progress=None,
+        lead: bool = True) -> dict | None:
+    """The `humaneval` section of a run document. `progress(phase, total)` returns a step callback.
+
+    Under tensor parallel every rank generates (the model calls are collective) and only rank 0 executes
+    (`lead=False` elsewhere, returning None).
+    """
     problems = select_problems(spec)
     jobs = [p for p in problems for _ in range(spec.samples_per_problem)]
     prompts = [build_prompt(p, spec.prompt_style, tokenizer) for p in jobs]
@@ -119,6 +147,11 @@ def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, pro
     outs = generate(model, tokenizer, prompts, spec, torch_device, seed,
                     step=progress("generating", len(prompts)) if progress else None)
     generation_s = time.perf_counter() - t0
+    agreement = batch_agreement(model, tokenizer, prompts, outs, spec, torch_device, seed,
+                                step=progress("batch-1 agreement", min(AGREEMENT_PROMPTS, len(prompts)))
+                                if progress and spec.batch_size > 1 and spec.temperature == 0 else None)
+    if not lead:
+        return None
     completions = [extract_completion(o["text"], p, spec.prompt_style, spec.stop) for o, p in zip(outs, jobs)]
     t0 = time.perf_counter()
     verdicts = execute(list(zip(jobs, completions)), spec.timeout_s,
@@ -137,5 +170,6 @@ def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, pro
         "passed": passed,  # problems with at least one passing sample (with one sample: passing problems)
         "pass_at_k": pass_at_ks(counts, spec.k),
         "generation_s": round(generation_s, 3), "execution_s": round(execution_s, 3),
+        "batch_agreement": agreement,
         "results": results,
     }

@@ -1,8 +1,11 @@
 """`runner submit`: run one job on this host's device and produce its run document.
 
-Order matters for trust and for "nothing lost": the job file, the device and the store are all checked before any
-model is loaded, so a typo fails in a second rather than after an hour; the document is validated before it is
-written or pushed, and the push is one transaction.
+Order matters for trust and for "nothing lost": the job file, the device, the tensor-parallel size and the store are
+all checked before any rank starts, so a typo fails in a second rather than after an hour; the document is validated
+before it is written or pushed, and the push is one transaction.
+
+With `tensor_parallel = N > 1` the same `run_job` runs on N ranks under torchrun (runner.launch / runner.rank):
+every rank makes the same model calls, rank 0 keeps the records and executes the HumanEval samples.
 """
 from __future__ import annotations
 
@@ -12,13 +15,19 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from runner import devices, environment, humaneval, models, perf, rundoc
+from runner import devices, environment, humaneval, models, perf, roofline, rundoc
 from runner.spec import JobSpec
+
+PROBE_TASKS = ("HumanEval/0", "HumanEval/1", "HumanEval/2", "HumanEval/3")  # fixed prompts for token agreement
+PROBE_TOKENS = 64
 
 
 @contextlib.contextmanager
-def progress_bars(console: Console):
-    """Rich progress on stderr; yields `bar(description, total) -> step(n=1)`."""
+def progress_bars(console: Console, enabled: bool = True):
+    """Rich progress on stderr; yields `bar(description, total) -> step(n=1)`. Disabled on ranks > 0."""
+    if not enabled:
+        yield lambda description, total: (lambda n=1: None)
+        return
     with Progress(SpinnerColumn(), TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
         def bar(description: str, total: int | None):
@@ -37,39 +46,74 @@ def _quiet_transformers() -> None:
     logging.set_verbosity_error()
 
 
-def run_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = None,
-            console: Console | None = None) -> dict:
-    """Load the model, time it, run HumanEval; returns a validated run document (not yet written or pushed)."""
+def token_probe(model, tokenizer, torch_device: str, device_type: str) -> dict:
+    """Greedy ids of the first PROBE_TOKENS new tokens of fixed HumanEval prompts, EOS ignored: comparing two
+    devices' ids answers the reference report's precision question at the output level."""
+    problems = humaneval.all_problems()
+    tokens = []
+    for task in PROBE_TASKS:
+        ids = tokenizer(problems[task]["prompt"], return_tensors="pt")["input_ids"].to(torch_device)  # [1, T]
+        _ttft, _e2e, new = perf.timed_call(model, ids, PROBE_TOKENS, device_type)
+        tokens.append(new[0].tolist())
+    return {"tasks": list(PROBE_TASKS), "tokens": tokens}
+
+
+def run_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = None, console: Console | None = None,
+            rank: int = 0, world: int = 1, local_rank: int = 0) -> dict | None:
+    """Load the model, time it, run HumanEval; rank 0 returns a validated run document, other ranks None."""
     import torch
 
+    lead = rank == 0
     console = console or Console(stderr=True)
     _quiet_transformers()
     torch.manual_seed(spec.seed)
+    torch_device = device.torch_device(local_rank)
     started = rundoc.now()
-    with progress_bars(console) as bar:
+    with progress_bars(console, enabled=lead) as bar:
         step = bar(f"loading {spec.model.name}", 1)
         t0 = time.perf_counter()
         model_dir = models.resolve(spec.model, model_path)
-        model, tok = models.load(model_dir, device.torch_device(), spec.model.dtype)
+        model, tok = models.load(model_dir, torch_device, spec.model.dtype, tp_plan="auto" if world > 1 else None)
         step()
         load_s = time.perf_counter() - t0
+        peak_gbps, peak_source = roofline.peak_bandwidth_gbps(device.type, device.name)
         records = []
         for bs in spec.perf.batch_sizes:
             p = spec.perf
             step = bar(f"timing batch size {bs}", p.warmup + p.repeats)
-            records.append(perf.measure(model, device.type, device.torch_device(), batch_size=bs,
-                                        prompt_tokens=p.prompt_tokens, new_tokens=p.new_tokens, warmup=p.warmup,
-                                        repeats=p.repeats, seed=spec.seed, step=step))
+            rec = perf.measure(model, device.type, torch_device, batch_size=bs, prompt_tokens=p.prompt_tokens,
+                               new_tokens=p.new_tokens, warmup=p.warmup, repeats=p.repeats, seed=spec.seed, step=step)
+            per_step = roofline.decode_bytes_per_step(model, bs, p.prompt_tokens, p.new_tokens, world)
+            rec["bandwidth_gbps"], rec["bandwidth_util"] = roofline.achieved(
+                per_step, rec["decode_tokens_per_s"]["median"], bs, peak_gbps)
+            records.append(rec)
+        step = bar("token probe", 1)
+        probe = token_probe(model, tok, torch_device, device.type)
+        step()
         he = None
         if spec.humaneval is not None:
-            he = humaneval.run(model, tok, spec.humaneval, device.torch_device(), spec.seed,
+            he = humaneval.run(model, tok, spec.humaneval, torch_device, spec.seed, lead=lead,
                                progress=lambda phase, total: bar(f"HumanEval {phase}", total))
+    if not lead:
+        return None
     doc = rundoc.new_document(
-        device={"class": device.device_class, "type": device.type, "name": device.name,
-                "count": spec.model.tensor_parallel},
+        device={"class": device.device_class, "type": device.type, "name": device.name, "count": world},
         environment=environment.capture(device), job_name=spec.name, fingerprint=spec.fingerprint,
         spec=spec.to_dict(), started_at=started)
-    doc["environment"]["model_dir"] = str(model_dir)
-    doc["environment"]["model_load_s"] = round(load_s, 3)
-    doc["perf"], doc["humaneval"], doc["finished_at"] = records, he, rundoc.now()
+    doc["environment"].update(model_dir=str(model_dir), model_load_s=round(load_s, 3), peak_bandwidth_gbps=peak_gbps,
+                              peak_bandwidth_source=peak_source, tensor_parallel_ranks=world)
+    doc["perf"], doc["humaneval"], doc["token_probe"] = records, he, probe
+    doc["finished_at"] = rundoc.now()
     return rundoc.validate(doc)
+
+
+def submit_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = None,
+               console: Console | None = None) -> dict:
+    """Run the job in this process, or on N tensor-parallel ranks; returns the validated run document."""
+    from runner import launch
+
+    model_dir = models.resolve(spec.model, model_path)  # converts the demo model once, before any rank starts
+    launch.check_size(models.model_config(model_dir), spec.model.tensor_parallel, device)
+    if spec.model.tensor_parallel == 1:
+        return run_job(spec, device, model_path=model_path, console=console)
+    return rundoc.validate(launch.run_tensor_parallel(spec, device, model_path))

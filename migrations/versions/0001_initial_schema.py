@@ -28,13 +28,14 @@ def upgrade() -> None:
     sa.Column('device_count', sa.Integer(), nullable=True),
     sa.Column('source', sa.String(length=16), nullable=False),
     sa.Column('imported_from', sa.Text(), nullable=True),
-    sa.Column('missing', sa.JSON(), nullable=False),
+    sa.Column('missing', sa.JSON(none_as_null=True), nullable=False),
     sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('finished_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('pushed_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('environment', sa.JSON(), nullable=False),
-    sa.Column('spec', sa.JSON(), nullable=False),
-    sa.Column('extra', sa.JSON(), nullable=True),
+    sa.Column('environment', sa.JSON(none_as_null=True), nullable=False),
+    sa.Column('spec', sa.JSON(none_as_null=True), nullable=False),
+    sa.Column('token_probe', sa.JSON(none_as_null=True), nullable=True),
+    sa.Column('extra', sa.JSON(none_as_null=True), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runs'))
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
@@ -46,9 +47,10 @@ def upgrade() -> None:
     sa.Column('samples_per_problem', sa.Integer(), nullable=True),
     sa.Column('passed', sa.Integer(), nullable=False),
     sa.Column('pass_at_1', sa.Double(), nullable=True),
-    sa.Column('pass_at_k', sa.JSON(), nullable=False),
+    sa.Column('pass_at_k', sa.JSON(none_as_null=True), nullable=False),
     sa.Column('generation_s', sa.Double(), nullable=True),
     sa.Column('execution_s', sa.Double(), nullable=True),
+    sa.Column('batch_agreement', sa.JSON(none_as_null=True), nullable=True),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_accuracy_records_run_id_runs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('run_id', name=op.f('pk_accuracy_records'))
     )
@@ -71,7 +73,7 @@ def upgrade() -> None:
     sa.Column('decode_tokens_per_s', sa.Double(), nullable=True),
     sa.Column('decode_tokens_per_s_p10', sa.Double(), nullable=True),
     sa.Column('decode_tokens_per_s_p90', sa.Double(), nullable=True),
-    sa.Column('raw', sa.JSON(), nullable=True),
+    sa.Column('raw', sa.JSON(none_as_null=True), nullable=True),
     sa.Column('peak_memory_bytes', sa.BigInteger(), nullable=True),
     sa.Column('bandwidth_gbps', sa.Double(), nullable=True),
     sa.Column('bandwidth_util', sa.Double(), nullable=True),
