@@ -38,6 +38,27 @@ class Comparison:
     baseline_run: Run | None
     accuracy: list[dict] = field(default_factory=list)  # {metric, candidate, baseline, ratio}
     speed: list[dict] = field(default_factory=list)  # {batch_size, <metric>: {candidate, baseline, ratio}}
+    token_agreement: dict | None = None  # greedy ids of the fixed probe prompts, candidate vs baseline
+
+
+def token_agreement(a: dict | None, b: dict | None) -> dict | None:
+    """Share of identical greedy token ids over the probe prompts, and the first position where they diverge.
+
+    Positions after a divergence still count in the share (a different prefix usually makes them differ, which is
+    the point: the share says how much of the output two devices have in common).
+    """
+    if not a or not b or a["tasks"] != b["tasks"]:
+        return None
+    same = total = 0
+    first = None  # (task, position)
+    for task, x, y in zip(a["tasks"], a["tokens"], b["tokens"]):
+        n = min(len(x), len(y))
+        same += sum(1 for i in range(n) if x[i] == y[i])
+        total += max(len(x), len(y))
+        diverge = next((i for i in range(n) if x[i] != y[i]), None if len(x) == len(y) else n)
+        if diverge is not None and first is None:
+            first = {"task": task, "position": diverge}
+    return {"share": same / total if total else None, "tokens": total, "first_divergence": first}
 
 
 def latest_run(session: Session, fingerprint: str, device: str) -> Run | None:
@@ -74,6 +95,7 @@ def build(session: Session, fingerprint: str | None, candidate: str, baseline: s
     for label, attr in ACCURACY_ROWS:
         c, b = acc(cand, attr), acc(base, attr)
         cmp.accuracy.append({"metric": label, "candidate": c, "baseline": b, "ratio": ratio(c, b)})
+    cmp.token_agreement = token_agreement(cand.token_probe if cand else None, base.token_probe if base else None)
     by_batch = {}
     for side, run in (("candidate", cand), ("baseline", base)):
         for rec in run.perf if run is not None else []:
@@ -125,13 +147,22 @@ def _run_line(label: str, run: Run | None) -> str:
     return f"{label}: run {run.id} ({run.device_name or run.device_class}, {run.finished_at:%Y-%m-%d %H:%M}{src})"
 
 
+def _agreement_line(cmp: Comparison) -> str:
+    ta = cmp.token_agreement
+    if ta is None:
+        return ""
+    where = ("identical throughout" if ta["first_divergence"] is None else
+             f"first divergence at token {ta['first_divergence']['position']} of {ta['first_divergence']['task']}")
+    return f"\nGreedy token agreement ({ta['tokens']} probe tokens): {ta['share']:.2%}, {where}\n"
+
+
 def render(cmp: Comparison, fmt_name: str = "markdown") -> str:
     acc, speed = tables(cmp)
     if fmt_name == "markdown":
         head = f"**{cmp.job_name}** (fingerprint `{cmp.fingerprint}`), {cmp.candidate} vs {cmp.baseline}"
         runs = "\n".join(f"- {_run_line(d, r)}" for d, r in ((cmp.candidate, cmp.candidate_run),
                                                              (cmp.baseline, cmp.baseline_run)))
-        return f"{head}\n\n{runs}\n\n{_markdown_table(acc)}\n\n{_markdown_table(speed)}\n"
+        return f"{head}\n\n{runs}\n\n{_markdown_table(acc)}\n\n{_markdown_table(speed)}\n{_agreement_line(cmp)}"
     if fmt_name == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
@@ -144,5 +175,5 @@ def render(cmp: Comparison, fmt_name: str = "markdown") -> str:
             "fingerprint": cmp.fingerprint, "job": cmp.job_name, "candidate": cmp.candidate, "baseline": cmp.baseline,
             "candidate_run": cmp.candidate_run.id if cmp.candidate_run else None,
             "baseline_run": cmp.baseline_run.id if cmp.baseline_run else None,
-            "accuracy": cmp.accuracy, "speed": cmp.speed}, indent=2) + "\n"
+            "accuracy": cmp.accuracy, "speed": cmp.speed, "token_agreement": cmp.token_agreement}, indent=2) + "\n"
     raise UserError(f"unknown format {fmt_name!r} (markdown, csv, json)")

@@ -1,0 +1,108 @@
+"""Tensor parallel under torchrun on CPU (gloo): same greedy output as one process, sizes checked before launch,
+a failing rank reported by number with nothing written and no rank left running; batched vs batch-1 agreement."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psutil
+import pytest
+from typer.testing import CliRunner
+
+from db.compare import token_agreement
+from runner import rundoc
+from runner.cli import app
+
+runner = CliRunner()
+PERF_MIN = "[perf]\nbatch_sizes = [1]\nprompt_tokens = 8\nnew_tokens = 2\nwarmup = 0\nrepeats = 1\n"
+
+
+def _job(tmp_path: Path, name: str, model: str, tp: int, problems: str, max_new: int, batch: int = 1,
+         path: str | None = None) -> Path:
+    job = tmp_path / f"{name}.toml"
+    where = f'path = "{path}"\n' if path else ""
+    job.write_text(f'name = "{name}"\n[model]\nname = "{model}"\n{where}tensor_parallel = {tp}\n{PERF_MIN}'
+                   f'[humaneval]\nproblems = "{problems}"\nmax_new_tokens = {max_new}\nbatch_size = {batch}\n')
+    return job
+
+
+def _submit(job: Path, out: Path) -> dict:
+    result = runner.invoke(app, ["submit", "--device", "cpu", "--job", str(job), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return rundoc.read(out)
+
+
+def _completions(doc: dict) -> list[str]:
+    return [r["completion"] for r in doc["humaneval"]["results"]]
+
+
+def _no_rank_left():
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if "runner.rank" in " ".join(p.info["cmdline"] or [])]
+    assert leftovers == []
+
+
+def test_smoke_tp2_equals_tp1(tmp_path):
+    one = _submit(_job(tmp_path, "s1", "tiny-random-llama", 1, "first:5", 24), tmp_path / "1.json")
+    two = _submit(_job(tmp_path, "s2", "tiny-random-llama", 2, "first:5", 24), tmp_path / "2.json")
+    assert two["device"]["count"] == 2 and two["environment"]["tensor_parallel_ranks"] == 2
+    assert _completions(two) == _completions(one)
+    assert token_agreement(one["token_probe"], two["token_probe"])["share"] == 1.0
+    _no_rank_left()
+
+
+@pytest.mark.slow
+def test_demo_tp3_equals_tp1(tmp_path):
+    """The demo model has 9 attention and 3 KV heads: 3 ranks work, and give the same greedy completions."""
+    one = _submit(_job(tmp_path, "d1", "smollm2-135m-instruct", 1, "first:5", 40), tmp_path / "1.json")
+    three = _submit(_job(tmp_path, "d3", "smollm2-135m-instruct", 3, "first:5", 40), tmp_path / "3.json")
+    assert len(_completions(one)) == 5 and any(c.strip() for c in _completions(one))
+    assert _completions(three) == _completions(one)
+    _no_rank_left()
+
+
+@pytest.mark.parametrize("model, size, sizes", [("smollm2-135m-instruct", 2, "1, 3"), ("tiny-random-llama", 3, "1, 2")])
+def test_size_that_does_not_divide_heads_is_refused_before_launch(tmp_path, model, size, sizes):
+    out = tmp_path / "run.json"
+    result = runner.invoke(app, ["submit", "--device", "cpu", "--job",
+                                 str(_job(tmp_path, "bad", model, size, "first:1", 4)), "--out", str(out)])
+    assert result.exit_code == 2
+    assert f"does not divide" in result.output and f"sizes that work: {sizes}" in result.output
+    assert not out.exists()
+
+
+def test_failing_rank_is_named_and_nothing_is_written(tmp_path):
+    """Weights that fail to load (truncated safetensors) make the ranks fail: one line, the rank, no document."""
+    from runner.models import SMOKE, resolve
+    from runner.spec import ModelSpec
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(resolve(ModelSpec(name=SMOKE)), broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    out = tmp_path / "run.json"
+    result = runner.invoke(app, ["submit", "--device", "cpu", "--job",
+                                 str(_job(tmp_path, "broken", "x/y", 2, "first:1", 4, path=str(broken))),
+                                 "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "tensor-parallel run (2 ranks) failed: rank " in result.output and "failed first:" in result.output
+    assert not out.exists() and not (tmp_path / "store.db").exists()
+    _no_rank_left()
+
+
+def test_batched_generation_agrees_with_batch_1(tmp_path):
+    one = _submit(_job(tmp_path, "b1", "tiny-random-llama", 1, "first:6", 24, batch=1), tmp_path / "1.json")
+    batched = _submit(_job(tmp_path, "b3", "tiny-random-llama", 1, "first:6", 24, batch=3), tmp_path / "3.json")
+    agreement = batched["humaneval"]["batch_agreement"]
+    assert agreement["batch_size"] == 3 and agreement["prompts"] == 6
+    identical = sum(a == b for a, b in zip(_completions(one), _completions(batched)))
+    assert agreement["identical"] == identical and agreement["share"] == identical / 6
+    assert identical >= 5  # fp32 on the smoke model: padding may flip at most a near-tie
+    assert one["humaneval"]["batch_agreement"] is None  # nothing to compare at batch 1
+
+
+def test_token_agreement_reports_first_divergence():
+    a = {"tasks": ["t0", "t1"], "tokens": [[1, 2, 3, 4], [5, 6, 7, 8]]}
+    b = {"tasks": ["t0", "t1"], "tokens": [[1, 2, 3, 4], [5, 6, 0, 8]]}
+    assert token_agreement(a, b) == {"share": 7 / 8, "tokens": 8, "first_divergence": {"task": "t1", "position": 2}}
+    assert token_agreement(a, a)["first_divergence"] is None
+    assert token_agreement(a, None) is None
