@@ -1,0 +1,114 @@
+"""Devices, roofline and contention: the CPU path everywhere; the CUDA and NPU paths only where the hardware is
+(skipped, visibly, elsewhere)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from runner import devices, perf, roofline
+from runner.errors import UserError
+from runner.models import SMOKE, load, resolve
+from runner.spec import ModelSpec
+
+REPO = Path(__file__).resolve().parent.parent
+HAS_CUDA = torch.cuda.is_available()
+HAS_NPU = devices.import_torch_npu()[0] is not None
+
+
+def test_cpu_detect():
+    d = devices.detect("cpu")
+    assert (d.type, d.backend, d.torch_device()) == ("cpu", "gloo", "cpu")
+    assert d.name and d.count >= 1
+
+
+def test_unknown_device_lists_known_ones():
+    with pytest.raises(UserError, match="known: cpu, A100, H100, 910B3, 910B4"):
+        devices.detect("V100")
+
+
+@pytest.mark.skipif(HAS_NPU, reason="an NPU is present")
+def test_missing_npu_stack_is_a_clear_error():
+    with pytest.raises(UserError) as e:
+        devices.detect("910B3")
+    assert "no Ascend NPU is usable" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, gbps", [("NVIDIA A100-SXM4-40GB", 1555), ("NVIDIA A100-PCIE-40GB", 1555),
+                                        ("NVIDIA A100-SXM4-80GB", 2039), ("NVIDIA A100 80GB PCIe", 1935),
+                                        ("NVIDIA H100 80GB HBM3", 3350), ("Ascend910B3", 1600), ("Ascend910B4", 800)])
+def test_known_peaks(name, gbps):
+    assert roofline.known_peak(name).bandwidth_gbps == gbps
+
+
+def test_decode_bytes_and_utilisation():
+    model, _ = load(resolve(ModelSpec(name=SMOKE)), "cpu", "float32")
+    cfg = model.config
+    weights = sum(p.numel() for p in model.parameters()) * 4
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    kv = cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * (16 + 8 / 2) * 2 * 4
+    assert roofline.decode_bytes_per_step(model, 2, 16, 8, 1) == pytest.approx(weights + kv)
+    gbps, util = roofline.achieved(1e9, 20.0, 2, 40.0)  # 10 steps/s x 1 GB
+    assert (gbps, util) == (pytest.approx(10.0), pytest.approx(0.25))
+    assert roofline.measured_cpu_bandwidth_gbps(megabytes=32, repeats=2) > 0.1
+
+
+def test_contention_is_flagged_when_other_processes_burn_cpu():
+    model, _ = load(resolve(ModelSpec(name=SMOKE)), "cpu", "float32")
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        rec = perf.measure(model, "cpu", "cpu", batch_size=1, prompt_tokens=16, new_tokens=32, warmup=1, repeats=5,
+                           seed=0)
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    assert rec["cpu_other_cores"] > perf.CONTENTION_THRESHOLD and rec["cpu_contention"] is True
+
+
+def _accelerator_smoke(device_class: str, tmp_path):
+    from typer.testing import CliRunner
+
+    from runner import rundoc
+    from runner.cli import app
+
+    out = tmp_path / "run.json"
+    result = CliRunner().invoke(app, ["submit", "--device", device_class, "--job", str(REPO / "jobs/smoke.toml"),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = rundoc.read(out)
+    rec = doc["perf"][0]
+    assert rec["peak_memory_bytes"] > 0 and rec["bandwidth_util"] is not None
+    assert 0 < rec["ttft_ms"]["median"] < rec["e2e_ms"]["median"]
+    return doc
+
+
+def _cuda_class() -> str | None:
+    if not HAS_CUDA:
+        return None
+    name = torch.cuda.get_device_name(0)
+    return next((c for c in ("A100", "H100") if c in name), None)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(_cuda_class() is None, reason="needs an NVIDIA A100 or H100")
+def test_cuda_path(tmp_path):
+    cls = _cuda_class()
+    d = devices.detect(cls)
+    assert d.type == "cuda" and d.backend == "nccl" and cls in d.name
+    doc = _accelerator_smoke(cls, tmp_path)
+    assert doc["environment"]["cuda"] and doc["environment"]["driver"]
+
+
+@pytest.mark.npu
+@pytest.mark.skipif(not HAS_NPU, reason="needs an Ascend NPU with CANN and torch_npu")
+def test_npu_path(tmp_path):
+    name = torch.npu.get_device_name(0)
+    cls = next(c for c in ("910B3", "910B4") if c in name)
+    d = devices.detect(cls)
+    assert d.type == "npu" and d.backend == "hccl"
+    doc = _accelerator_smoke(cls, tmp_path)
+    assert doc["environment"]["torch_npu"]
