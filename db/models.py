@@ -128,3 +128,44 @@ class ProblemResult(Base):
 
     run: Mapped[Run] = relationship(back_populates="problems")
     __table_args__ = (UniqueConstraint("run_id", "task_id", "sample"),)
+
+
+class Alert(Base):
+    """One regression episode of one series (db/detect.py), upserted on (series, the run pair that opened it)."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series: Mapped[str] = mapped_column(String(200), index=True)  # "fp/metric/910B3-vs-A100/bs1"
+    fingerprint: Mapped[str] = mapped_column(String(16))
+    metric: Mapped[str] = mapped_column(String(64))
+    candidate_device: Mapped[str] = mapped_column(String(32))
+    baseline_device: Mapped[str] = mapped_column(String(32))
+    batch_size: Mapped[Optional[int]]
+    opened_candidate_run: Mapped[str] = mapped_column(String(36))
+    opened_baseline_run: Mapped[str] = mapped_column(String(36))
+    latest_candidate_run: Mapped[str] = mapped_column(String(36))
+    latest_baseline_run: Mapped[str] = mapped_column(String(36))
+    state: Mapped[str] = mapped_column(String(20))  # suspected | active | resolved | outlier
+    moved: Mapped[Optional[str]] = mapped_column(String(64))  # "candidate fell", "baseline rose"
+    baseline_ratio: Mapped[Optional[float]]
+    ratio: Mapped[Optional[float]]
+    change_pct: Mapped[Optional[float]]
+    reason: Mapped[Optional[str]] = mapped_column(Text)
+    acknowledged: Mapped[bool] = mapped_column(default=False)
+    resolved_manually: Mapped[bool] = mapped_column(default=False)  # `runner alerts resolve`: detection won't reopen it
+    opened_at: Mapped[UtcTime]
+    updated_at: Mapped[UtcTime]
+
+    __table_args__ = (UniqueConstraint("series", "opened_candidate_run", "opened_baseline_run"),)
+
+
+class Annotation(Base):
+    """An intended change at a run (new CANN, new driver, new model code): restarts the alert baseline there."""
+
+    __tablename__ = "annotations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[RunId]
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[UtcTime]
