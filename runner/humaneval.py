@@ -62,6 +62,66 @@ def extract_completion(generated: str, problem: dict, style: str, stop: list[str
     return code
 
 
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    return ids | ({tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set())
+
+
+def decode_batch(model, tokenizer, enc, spec: HumanEvalSpec, generator) -> list[list[int]]:
+    """New token ids per row of a left-padded batch, each row stopping at EOS or a stop sequence.
+
+    A finished row leaves the batch, its KV-cache rows with it, so the batch only pays for rows still generating:
+    `model.generate` keeps computing every row until the longest finishes, which on a batch of chatty
+    completions costs several times the useful work. Greedy is an argmax; sampling uses transformers' own
+    temperature and top-p warpers with a seeded generator (identical on every tensor-parallel rank).
+    """
+    import torch
+    from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    from runner.perf import cache_kwarg
+
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(spec.temperature), TopPLogitsWarper(spec.top_p)]) \
+        if spec.temperature > 0 else None
+    eos, stop = _eos_ids(model, tokenizer), [s for s in spec.stop if s]
+    cache, kw = DynamicCache(config=model.config), cache_kwarg(model)
+    input_ids, attn = enc["input_ids"], enc["attention_mask"]  # [B, T]
+    positions = (attn.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens start at position 0
+    out = model(input_ids=input_ids, attention_mask=attn, position_ids=positions, use_cache=True,
+                logits_to_keep=1, **{kw: cache})
+    pos = positions[:, -1:]  # [b, 1]
+    rows = list(range(input_ids.shape[0]))  # batch index -> original row, for rows still generating
+    tokens: list[list[int]] = [[] for _ in rows]
+    for step in range(spec.max_new_tokens):
+        logits = out.logits[:, -1].float()  # [b, V]
+        if warpers is None:
+            nxt = logits.argmax(dim=-1)  # [b]
+        else:
+            probs = warpers(None, logits).softmax(dim=-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(logits.device)
+        keep = []
+        for j, (row, tok) in enumerate(zip(rows, nxt.tolist())):
+            if tok in eos:
+                continue
+            tokens[row].append(tok)
+            # a stop sequence can only end in the newest tokens' text: decode a short tail, not the whole row
+            tail = tokenizer.decode(tokens[row][-16:], skip_special_tokens=True)
+            if not any(s in tail for s in stop):
+                keep.append(j)
+        if not keep or step == spec.max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):
+            idx = torch.tensor(keep, device=nxt.device)
+            cache.batch_select_indices(idx)
+            attn, pos, nxt = attn[idx], pos[idx], nxt[idx]
+            rows = [rows[j] for j in keep]
+        attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)  # [b, T + 1]
+        pos = pos + 1
+        out = model(input_ids=nxt[:, None], attention_mask=attn, position_ids=pos, use_cache=True,
+                    logits_to_keep=1, **{kw: cache})
+    return tokens
+
+
 def generate(model, tokenizer, prompts: list[str], spec: HumanEvalSpec, torch_device: str, seed: int,
              batch_size: int | None = None, step: Callable[[int], None] | None = None) -> list[dict]:
     """One output per prompt, in input order: {"text", "tokens" (new token ids), "generation_s"}.
@@ -72,9 +132,7 @@ def generate(model, tokenizer, prompts: list[str], spec: HumanEvalSpec, torch_de
     import torch
 
     batch_size = batch_size or spec.batch_size
-    torch.manual_seed(seed)
-    sampling = {"do_sample": True, "temperature": spec.temperature, "top_p": spec.top_p} if spec.temperature > 0 \
-        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+    generator = torch.Generator().manual_seed(seed)
     # the chat template already holds its special tokens; a plain prompt gets the tokenizer's usual BOS
     special = spec.prompt_style == "completion"
     lengths = [len(tokenizer(p, add_special_tokens=special)["input_ids"]) for p in prompts]
@@ -86,15 +144,9 @@ def generate(model, tokenizer, prompts: list[str], spec: HumanEvalSpec, torch_de
                         add_special_tokens=special).to(torch_device)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=spec.max_new_tokens, stop_strings=spec.stop or None,
-                                 tokenizer=tokenizer, pad_token_id=tokenizer.pad_token_id, **sampling)
+            new = decode_batch(model, tokenizer, enc, spec, generator)
         elapsed = time.perf_counter() - t0
-        new = out[:, enc["input_ids"].shape[1]:].cpu()  # [B, generated]
-        for i, row in zip(idx, new):
-            ids = row.tolist()
-            # finished rows are padded with pad (== eos for most chat models): count up to the first of them
-            if tokenizer.pad_token_id in ids:
-                ids = ids[: ids.index(tokenizer.pad_token_id)]
+        for i, ids in zip(idx, new):
             outputs[i] = {"text": tokenizer.decode(ids, skip_special_tokens=True), "tokens": ids,
                           "generation_s": elapsed / len(idx)}
         if step:

@@ -68,7 +68,7 @@ class CpuLoad:
         return False
 
 
-def _cache_kwarg(model) -> str:
+def cache_kwarg(model) -> str:
     """transformers >= 5.24 names the KV-cache argument `cache`; older releases (Ascend stacks) `past_key_values`."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
@@ -78,7 +78,7 @@ def timed_call(model, input_ids, new_tokens: int, device_type: str) -> tuple[flo
     import torch
     from transformers import DynamicCache
 
-    kw = _cache_kwarg(model)
+    kw = cache_kwarg(model)
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
         devices.synchronize(device_type)
