@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -25,7 +26,8 @@ SPEED_COLUMNS = (("first-token speed (tokens/s)", "first_token_tokens_per_s"),
 def ratio(candidate, baseline):
     if candidate is None or baseline is None or baseline == 0:
         return None
-    return candidate / baseline
+    r = candidate / baseline
+    return r if math.isfinite(r) else None  # a denormal baseline overflows: as undefined as a zero one
 
 
 @dataclass

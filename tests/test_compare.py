@@ -5,6 +5,7 @@ import copy
 import csv
 import io
 import json
+import math
 import uuid
 
 import pytest
@@ -74,6 +75,6 @@ def test_latest_run_wins(reference_docs, tmp_path):
 @given(st.one_of(st.none(), st.floats(0, 1e6)), st.one_of(st.none(), st.floats(0, 1e6)))
 def test_ratio_is_none_exactly_when_undefined(c, b):
     r = compare.ratio(c, b)
-    assert (r is None) == (c is None or b is None or b == 0)
+    assert (r is None) == (c is None or b is None or b == 0 or not math.isfinite(c / b))
     if r is not None:
         assert r >= 0 and r * b == pytest.approx(c)
