@@ -28,11 +28,21 @@ demo: $(STAMP)
 	@echo "The published reference report, from the store (examples/):"
 	$(BIN)/runner compare --candidate 910B3 --baseline A100 --job jobs/codellama-34b-instruct.toml
 
-# PostgreSQL's server binaries for the store tests (the tests start their own cluster as the postgres user).
+# PostgreSQL's server binaries for the store tests (the tests start their own cluster as the postgres user), and
+# Debian's chromium for the dashboard's browser test (Playwright drives it; no browser download).
 system-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ -z "$$DATABASE_URL" ]; then \
 		echo "installing PostgreSQL server (apt-get)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+		echo "installing chromium (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@# docker-compose validates docker-compose.yml for its test (`docker-compose config` needs no Docker engine)
+	@if ! command -v docker-compose >/dev/null 2>&1; then \
+		echo "installing docker-compose (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null; \
 	fi
 
 test: $(STAMP) system-deps

@@ -169,3 +169,34 @@ class Annotation(Base):
     run_id: Mapped[RunId]
     note: Mapped[str] = mapped_column(Text)
     created_at: Mapped[UtcTime]
+
+
+class QueueJob(Base):
+    """One job for one device class in the fleet queue: `runner enqueue` adds it, a `runner agent` claims and runs it.
+
+    States: queued -> running (claimed) -> done | failed; queued or running -> cancelled. A claim carries a random
+    token; every later write by the agent names it, so an agent whose job was taken away (stale heartbeat) cannot
+    overwrite the job's new owner.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_class: Mapped[str] = mapped_column(String(32))
+    job_name: Mapped[str] = mapped_column(String(200))
+    fingerprint: Mapped[str] = mapped_column(String(16))
+    spec: Mapped[Json]  # the job spec as a dict (JobSpec.to_dict): an agent needs no file
+    state: Mapped[str] = mapped_column(String(16))  # queued | running | done | failed | cancelled
+    attempts: Mapped[int]  # claims so far, the current one included
+    max_attempts: Mapped[int]
+    created_at: Mapped[UtcTime]
+    claimed_by: Mapped[Optional[str]] = mapped_column(String(200))  # agent name: host:pid
+    claim_token: Mapped[Optional[str]] = mapped_column(String(36))
+    claimed_at: Mapped[Optional[UtcTime]]
+    heartbeat_at: Mapped[Optional[UtcTime]]
+    finished_at: Mapped[Optional[UtcTime]]
+    run_id: Mapped[Optional[str]] = mapped_column(String(36))  # no foreign key: the run may wait in an outbox
+    error: Mapped[Optional[str]] = mapped_column(Text)  # why the last attempt failed
+
+    # claiming scans queued jobs of one device class in id order; the stale check scans running ones
+    __table_args__ = (Index("ix_jobs_state_device_id", "state", "device_class", "id"),)

@@ -27,6 +27,9 @@ app.add_typer(db_app, name="db")
 alerts_app = typer.Typer(help="Regression alerts on ratio drops: check (for CI), list, ack, resolve, annotate.\n\n"
                               "Example: runner alerts check", no_args_is_help=True)
 app.add_typer(alerts_app, name="alerts")
+jobs_app = typer.Typer(help="The fleet job queue: list jobs (default), cancel one.\n\n"
+                            "Example: runner jobs --state queued --format json")
+app.add_typer(jobs_app, name="jobs")
 
 err = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -124,18 +127,24 @@ def submit(
 @app.command()
 @user_errors
 def push(
-    files: Annotated[list[Path], typer.Argument(help="Run documents written by `runner submit --out`.",
-                                                show_default=False)],
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Run documents written by `runner submit --out`.",
+                                                          show_default=False)] = None,
+    from_outbox: Annotated[bool, typer.Option(
+        "--outbox", help="Also replay the runs waiting in this host's outbox (runs an agent could not push; "
+                         "$DEVCOMPARE_OUTBOX, else the user data dir) and mark their queue jobs done.")] = False,
     db: DbOpt = None,
 ):
     """Push run documents into the store; a run that is already there is skipped (pushing twice is a no-op).
 
-    Example: runner push run-910B3.json run-A100.json
+    Example: runner push run-910B3.json run-A100.json   (or: runner push --outbox)
     """
     from db import store
     from db.engine import open_store
     from runner import rundoc
 
+    if not files and not from_outbox:
+        raise UserError("give run documents to push, or --outbox to replay this host's outbox")
+    files = files or []
     docs = [rundoc.read(f) for f in files]  # validate all before writing any
     engine = open_store(db)
     pushed = []
@@ -145,6 +154,17 @@ def push(
                   highlight=False)
         if added:
             pushed.append(doc["job"]["fingerprint"])
+    if from_outbox:
+        from runner import outbox
+
+        for d in outbox.replay(engine, on_error=lambda p, e: err.print(f"skipped {p}: {e}", highlight=False)):
+            job = f", job {d.job_id} {'done' if d.job_done else 'no longer ours'}" if d.job_id is not None else ""
+            err.print(f"{'pushed' if d.added else 'already in store'}: {d.path} (run {d.run_id}{job})",
+                      highlight=False)
+            if d.added:
+                pushed.append(d.fingerprint)
+        left = outbox.waiting()  # not counting runs an agent on this host is pushing right now
+        err.print(f"outbox {outbox.directory()}: {len(left)} run(s) left", highlight=False)
     if pushed:
         _alerts_after_push(engine, sorted(set(pushed)))
 
@@ -423,6 +443,176 @@ def alerts_annotate(
     err.print(f"annotated run {run_id}: {note}", highlight=False)
     for change in alerting.evaluate_and_deliver(engine, [fingerprint]):
         err.print(alerting.describe(change), highlight=False)
+
+
+@app.command()
+@user_errors
+def dashboard(
+    port: Annotated[int, typer.Option(help="Port to serve the dashboard on.")] = 8501,
+    address: Annotated[str, typer.Option(help="Address to listen on: 127.0.0.1 keeps it on this host; 0.0.0.0 "
+                                              "serves other hosts (in a container, behind a proxy).")] = "127.0.0.1",
+    db: DbOpt = None,
+):
+    """Start the Streamlit dashboard (Compare, Trends, Problems, Runs, Alerts) over the store; Ctrl-C stops it.
+
+    Example: runner dashboard --port 8501 --db postgresql://runner@db-host/devcompare
+    """
+    import importlib.util
+    import os
+    import sys
+
+    from db.engine import ENV_VAR, display_url, resolve_url
+
+    if importlib.util.find_spec("streamlit") is None:
+        raise UserError("the dashboard needs Streamlit: pip install -e . (or pip install streamlit altair)")
+    url = resolve_url(db)
+    app_py = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app_py), "--server.port", str(port),
+           "--server.address", address, "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.toolbarMode", "minimal"]
+    err.print(f"dashboard on http://{address}:{port} reading {display_url(url)}", highlight=False)
+    # exec, not a child: Ctrl-C and `docker stop` reach Streamlit itself. The URL travels in the environment, not
+    # on the command line, so a password never shows in `ps`.
+    sys.stderr.flush()
+    os.execve(sys.executable, cmd, {**os.environ, ENV_VAR: url})
+
+
+# -- fleet mode: the job queue and the agent -------------------------------------------------------------------------
+
+def _known_device(device: str) -> str:
+    from runner.devices import DEVICE_CLASSES
+
+    if device not in DEVICE_CLASSES:
+        raise UserError(f"unknown device '{device}' (known: {', '.join(DEVICE_CLASSES)})")
+    return device
+
+
+@app.command()
+@user_errors
+def enqueue(
+    job: Annotated[Path, typer.Option("--job", "-j", help="Job spec (TOML); stored in the queue, so agents need "
+                                                          "no copy of the file.")],
+    device: Annotated[list[str], typer.Option("--device", "-d", help="Device class to run it on; repeat for "
+                                                                    "several (one job each).")],
+    max_attempts: Annotated[int, typer.Option(help="Runs of a failing job before it is marked failed.")] = 3,
+    db: DbOpt = None,
+):
+    """Queue a job for agents: one queued job per device class; `runner agent --device D` hosts pick them up.
+
+    Example: runner enqueue --job jobs/codellama-34b-instruct.toml --device 910B3 --device A100
+    """
+    from db import queue
+    from db.engine import open_store
+    from runner.spec import load_spec
+
+    spec = load_spec(job)
+    devices = [_known_device(d) for d in device]
+    ids = queue.enqueue(open_store(db), spec, devices, max_attempts=max_attempts)
+    for job_id, d in zip(ids, dict.fromkeys(devices)):
+        out.print(f"job {job_id}: {spec.name} on {d} (fingerprint {spec.fingerprint})", highlight=False)
+
+
+@app.command()
+@user_errors
+def agent(
+    device: Annotated[str, typer.Option("--device", "-d", help="Device class of this host (checked against the "
+                                                              "detected hardware); only its jobs are claimed.")],
+    once: Annotated[bool, typer.Option("--once", help="Exit when no job is queued for this device class "
+                                                      "(default: keep polling).")] = False,
+    poll_interval: Annotated[float, typer.Option(help="Seconds between looks for work when idle.")] = 5.0,
+    heartbeat: Annotated[float, typer.Option(help="Seconds between heartbeats of the job being run.")] = 10.0,
+    stale_after: Annotated[float, typer.Option(
+        help="Seconds without heartbeat after which another agent's running job is requeued.")] = 120.0,
+    model_path: Annotated[Optional[str], typer.Option(
+        "--model-path", help="Local HF directory or .gguf file, overriding model.path in every job.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Agent name shown in `runner jobs` (default host:pid).")] = None,
+    db: DbOpt = None,
+):
+    """Run queued jobs for this host's device class, each exactly as `runner submit` would, until stopped.
+
+    Finished runs go through a local outbox ($DEVCOMPARE_OUTBOX), so a store outage loses nothing; SIGTERM or
+    Ctrl-C hands the current job back to the queue. Exit code 3: runs are left in the outbox.
+
+    Example: runner agent --device 910B3 --db postgresql://runner@db-host/devcompare
+    """
+    import time
+
+    from db.engine import ensure_schema, make_engine
+    from runner import devices
+    from runner.agent import Agent
+    from runner.errors import StoreError
+
+    dev = devices.detect(device)
+    engine = make_engine(db)
+    while True:  # a daemon waits for its store (it may start before the database); --once fails fast
+        try:
+            ensure_schema(engine)
+            break
+        except StoreError as e:
+            if once:
+                raise
+            err.print(f"waiting for the store: {e}", highlight=False)
+            time.sleep(max(poll_interval, 1.0))
+    raise typer.Exit(Agent(engine, dev, name=name, model_path=model_path, poll_s=poll_interval,
+                           heartbeat_s=heartbeat, stale_after_s=stale_after, once=once, console=err).serve())
+
+
+@jobs_app.callback(invoke_without_command=True)
+@user_errors
+def jobs(
+    ctx: typer.Context,
+    state: Annotated[Optional[str], typer.Option(help="Only jobs in this state: queued, running, done, failed, "
+                                                      "cancelled.")] = None,
+    device: Annotated[Optional[str], typer.Option("--device", "-d", help="Only jobs for this device class.")] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many jobs, newest first.")] = 50,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    db: DbOpt = None,
+):
+    """List the queue's jobs, newest first: id, device, state, attempts, run id, job, agent, error.
+
+    Example: runner jobs --state running --format json
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import json
+
+    from db import queue
+    from db.engine import open_store, session_scope
+
+    if fmt not in ("table", "json"):
+        raise UserError(f"--format must be table or json, not {fmt!r}")
+    with session_scope(open_store(db)) as session:
+        rows = queue.list_jobs(session, state=state, device_class=device, limit=limit)
+    if fmt == "json":
+        out.print(json.dumps(rows, default=str, indent=1), markup=False, highlight=False)
+        return
+    if not rows:
+        err.print("no jobs in the queue: runner enqueue --job jobs/smoke.toml --device cpu", highlight=False)
+        return
+    from rich.table import Table
+
+    table = Table("id", "device", "state", "attempts", "run", "job", "agent", "error")
+    for r in rows:
+        table.add_row(str(r["id"]), r["device_class"], r["state"], f"{r['attempts']}/{r['max_attempts']}",
+                      r["run_id"] or "", r["job_name"], r["claimed_by"] or "", (r["error"] or "")[-80:])
+    Console(width=max(out.width, 150)).print(table)  # run ids are copied: never truncate them
+
+
+@jobs_app.command("cancel")
+@user_errors
+def jobs_cancel(
+    job_id: Annotated[int, typer.Argument(help="Job id from `runner jobs`.", show_default=False)],
+    db: DbOpt = None,
+):
+    """Cancel a queued or running job (a running job's agent still stores the run it is on, but no retry follows).
+
+    Example: runner jobs cancel 17
+    """
+    from db import queue
+    from db.engine import open_store
+
+    before = queue.cancel(open_store(db), job_id)
+    err.print(f"job {job_id} cancelled (was {before})", highlight=False)
 
 
 if __name__ == "__main__":

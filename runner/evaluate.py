@@ -105,11 +105,15 @@ def evaluate_samples(samples_path: Path, *, problems_path: Path | None = None, t
     verdicts = sandbox.evaluate([(problems[s["task_id"]], s["completion"]) for s in samples],
                                 timeout=timeout, workers=workers, progress=progress)
     counts: dict[str, tuple[int, int]] = {}
-    with open(results_path(samples_path), "w", encoding="utf-8") as f:
-        for s, v in zip(samples, verdicts):
-            f.write(json.dumps({**s, "result": v["result"], "passed": v["passed"]}) + "\n")
-            n, c = counts.get(s["task_id"], (0, 0))
-            counts[s["task_id"]] = (n + 1, c + v["passed"])
+    for s, v in zip(samples, verdicts):
+        n, c = counts.get(s["task_id"], (0, 0))
+        counts[s["task_id"]] = (n + 1, c + v["passed"])
+    out = results_path(samples_path)
+    try:
+        out.write_text("".join(json.dumps({**s, "result": v["result"], "passed": v["passed"]}) + "\n"
+                               for s, v in zip(samples, verdicts)), encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"cannot write the results file {out}: {e.strerror}") from None
     return {f"pass@{k}": value for k, value in pass_at_ks(counts, ks).items()}
 
 

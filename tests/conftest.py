@@ -42,34 +42,54 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class PgCluster:
+    """A throw-away PostgreSQL cluster in a temporary directory, owned by the unprivileged `postgres` user (or the
+    current user when not root), on a free port on 127.0.0.1. `stop()` and `start()` again keep the data and port,
+    so a test can take the store away and bring it back."""
+
+    def __init__(self):
+        bindir = _pg_bin()
+        if bindir is None:
+            pytest.fail("PostgreSQL binaries not found: run `make test` (it installs postgresql) or set DATABASE_URL")
+        self.bindir, self.user = bindir, "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        pw = pwd.getpwnam(self.user)
+        self.root = Path(tempfile.mkdtemp(prefix="devcompare-pg-"))
+        os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        self.data, self.port = self.root / "data", _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}"
+        self._as_user("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+
+    def _as_user(self, tool, *args, check=True):
+        prefix = ["runuser", "-u", self.user, "--"] if os.geteuid() == 0 else []
+        return subprocess.run(prefix + [str(self.bindir / tool)] + [str(a) for a in args], check=check,
+                              capture_output=True, text=True)
+
+    def start(self) -> None:
+        self._as_user("pg_ctl", "-D", self.data, "-l", self.root / "log", "-w", "-t", "60", "start", "-o",
+                      f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                      "-c max_connections=200")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """`immediate` is a crash (open transactions are cut off); `fast` a clean shutdown."""
+        self._as_user("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop", check=False)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server():
     """Base URL of a PostgreSQL server (no database part)."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    bindir = _pg_bin()
-    if bindir is None:
-        pytest.fail("PostgreSQL binaries not found: run `make test` (it installs postgresql) or set DATABASE_URL")
-    user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
-    pw = pwd.getpwnam(user)
-    root = Path(tempfile.mkdtemp(prefix="devcompare-pg-"))
-    os.chown(root, pw.pw_uid, pw.pw_gid)
-    data, port = root / "data", _free_port()
-
-    def as_user(*cmd):
-        prefix = ["runuser", "-u", user, "--"] if os.geteuid() == 0 else []
-        return subprocess.run(prefix + [str(c) for c in cmd], check=True, capture_output=True, text=True)
-
-    as_user(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-    as_user(bindir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "-t", "60", "start", "-o",
-            f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200")
+    cluster = PgCluster()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield cluster.url
     finally:
-        subprocess.run((["runuser", "-u", user, "--"] if os.geteuid() == 0 else [])
-                       + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
 
 
 def _new_pg_database(server: str) -> str:

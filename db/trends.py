@@ -1,0 +1,139 @@
+"""Trends for one device pair: per (fingerprint, metric, batch size), the candidate/baseline/ratio points over time.
+
+Pairing (the same rule as db/alerts.py and the dashboard's per-job trend): the runs of the two devices for one
+fingerprint are walked in time order (finished_at, then pushed_at); each run, once both devices have one, adds a
+point pairing the latest run of each device at that moment. So every point is the comparison table as it stood
+right after a run landed (db/compare.py also takes the latest run of each device): a new candidate run and a new
+baseline run each add a point, and a ratio moves whichever side moved. A metric that the latest run of either side
+lacks (an imported run without that figure, a batch size one side did not time) makes no point, as the table
+would print "missing" there.
+
+Example:
+    with session_scope(open_store(url)) as s:
+        for key, points in pair_trends(s, "910B3", "A100").items():
+            print(key.fingerprint, key.metric, key.batch_size, points[-1].ratio)
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
+from typing import Iterator, NamedTuple
+
+from sqlalchemy import null, select
+from sqlalchemy.orm import Session
+
+from db.models import AccuracyRecord, PerfRecord, Run
+from runner.errors import UserError
+
+SPEED_METRICS = ("first_token_tokens_per_s", "decode_tokens_per_s")
+METRICS = ("pass_at_1",) + SPEED_METRICS  # all higher-is-better: ratio = candidate / baseline reads the same way
+
+
+class TrendKey(NamedTuple):
+    fingerprint: str
+    metric: str
+    batch_size: int | None  # None for accuracy (pass_at_1)
+
+
+@dataclass
+class Series:
+    """One series, stored column-wise (what a chart or a DataFrame takes, and 50,000 points stay cheap); iterating
+    it yields TrendPoint(at, candidate_run, baseline_run, candidate, baseline, ratio), oldest first."""
+
+    at: list[dt.datetime] = field(default_factory=list)  # finished_at (UTC) of the run whose arrival made the point
+    candidate_run: list[str] = field(default_factory=list)
+    baseline_run: list[str] = field(default_factory=list)
+    candidate: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+    ratio: list[float | None] = field(default_factory=list)  # None over a zero baseline (db.compare.ratio's rule)
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def __iter__(self) -> Iterator[TrendPoint]:
+        """Point by point, oldest first: `for p in series: p.at, p.ratio`."""
+        return map(TrendPoint._make, zip(self.at, self.candidate_run, self.baseline_run, self.candidate,
+                                         self.baseline, self.ratio))
+
+    def points(self) -> list[TrendPoint]:
+        return list(self)
+
+
+class TrendPoint(NamedTuple):
+    at: dt.datetime
+    candidate_run: str
+    baseline_run: str
+    candidate: float
+    baseline: float
+    ratio: float | None
+
+
+def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: str | None = None,
+                metrics: tuple[str, ...] = METRICS) -> dict[TrendKey, Series]:
+    """Every series of the device pair (or of one fingerprint), points oldest first, keys sorted."""
+    if candidate == baseline:
+        raise UserError(f"candidate and baseline are both {candidate}: pick two different device classes")
+    unknown = set(metrics) - set(METRICS)
+    if unknown:
+        raise ValueError(f"unknown trend metric(s) {sorted(unknown)} (known: {', '.join(METRICS)})")
+    runs, perf, acc = Run.__table__, PerfRecord.__table__, AccuracyRecord.__table__
+    where = [runs.c.device_class.in_((candidate, baseline))]
+    if fingerprint is not None:
+        where.append(runs.c.fingerprint == fingerprint)
+    # Core rows (not ORM objects) from two narrow queries: at 10,000 runs about 30,000 small rows, no JSON column.
+    # Keys are shared tuples and points are stored column-wise, so few objects outlive the call (the garbage
+    # collector's passes over 50,000 point tuples cost as much as the queries).
+    conn = session.connection()
+    values: dict[str, dict[tuple[str, int | None], float]] = {}  # run id -> {(metric, batch size): value}
+    speed = [m for m in metrics if m in SPEED_METRICS]
+    if speed:
+        stmt = (select(perf.c.run_id, perf.c.batch_size, *(perf.c[m] for m in speed))
+                .join_from(perf, runs, runs.c.id == perf.c.run_id).where(*where))
+        keys: dict[int, list[tuple[str, int]]] = {}
+        for run_id, bs, *row in conn.execute(stmt).all():
+            got = values.setdefault(run_id, {})
+            for k, v in zip(keys.get(bs) or keys.setdefault(bs, [(m, bs) for m in speed]), row):
+                if v is not None:
+                    got[k] = v
+    accuracy = "pass_at_1" in metrics
+    acc_key = ("pass_at_1", None)
+    ordered = conn.execute(
+        select(runs.c.id, runs.c.fingerprint, runs.c.device_class, runs.c.finished_at,
+               acc.c.pass_at_1 if accuracy else null())
+        .outerjoin_from(runs, acc, acc.c.run_id == runs.c.id).where(*where)
+        .order_by(runs.c.fingerprint, runs.c.finished_at, runs.c.pushed_at, runs.c.id)).all()
+
+    out: dict[TrendKey, Series] = {}
+    for fp, fp_runs in groupby(ordered, key=itemgetter(1)):
+        series: dict[tuple[str, int | None], Series] = {}
+        cand = base = None  # (run id, its values): the latest run of each device so far
+        for run_id, _fp, device, finished, pass_at_1 in fp_runs:
+            vals = values.get(run_id, {})
+            if pass_at_1 is not None:
+                vals[acc_key] = pass_at_1
+            if device == candidate:
+                cand = (run_id, vals)
+            else:
+                base = (run_id, vals)
+            if cand is None or base is None:
+                continue
+            at = finished if finished.tzinfo else finished.replace(tzinfo=dt.timezone.utc)  # SQLite: naive UTC
+            (c_id, c_vals), (b_id, b_vals) = cand, base
+            for key, c in c_vals.items():
+                b = b_vals.get(key)
+                if b is None:
+                    continue
+                ser = series.get(key)
+                if ser is None:
+                    ser = series[key] = Series()
+                ser.at.append(at)
+                ser.candidate_run.append(c_id)
+                ser.baseline_run.append(b_id)
+                ser.candidate.append(c)
+                ser.baseline.append(b)
+                ser.ratio.append(c / b if b else None)
+        for (metric, bs), ser in series.items():
+            out[TrendKey(fp, metric, bs)] = ser
+    return dict(sorted(out.items(), key=lambda kv: (kv[0].fingerprint, kv[0].metric, kv[0].batch_size or 0)))

@@ -1,0 +1,263 @@
+"""`runner agent`: the loop that runs on every accelerator host of a fleet.
+
+It claims queued jobs for its device class from the store (db/queue.py), runs each exactly as `runner submit`
+would (runner.submit.submit_job, then db.store.push and the alert check), and heartbeats the jobs it holds from a
+background thread. Nothing is lost:
+- a finished run is written to the local outbox (runner/outbox.py) before it is pushed and removed after; when the
+  store is down the run waits there, the agent keeps heartbeating its job, and replays the outbox before it claims
+  anything else;
+- a job that raises is handed to db.queue.fail: retried (by any agent of the class) until its attempts are spent,
+  then failed with its error;
+- SIGTERM or Ctrl-C while a job runs hands the job back (queued again, the attempt not counted) and exits; during
+  a push the push is finished first. An agent killed outright (SIGKILL, power loss) stops heartbeating, and the
+  next agent that looks for work requeues its job after --stale-after seconds. Pick --stale-after above the
+  store outages you expect: a job whose agent could not heartbeat for longer may be run again elsewhere (both runs
+  are then kept; the job is done once).
+
+Run: runner agent --device 910B3 [--once] [--poll-interval 5]
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import signal
+import socket
+import threading
+
+from rich.console import Console
+
+from runner.errors import StoreError, UserError
+
+
+class HandBack(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT while a job runs; BaseException so job code cannot swallow it."""
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+class Agent:
+    def __init__(self, engine, device, *, name: str | None = None, model_path: str | None = None,
+                 outbox_dir=None, poll_s: float = 5.0, heartbeat_s: float = 10.0, stale_after_s: float = 120.0,
+                 once: bool = False, console: Console | None = None):
+        if poll_s <= 0:
+            raise UserError(f"--poll-interval must be positive, got {poll_s:g}")
+        if not 0 < heartbeat_s < stale_after_s:
+            raise UserError(f"--heartbeat ({heartbeat_s:g} s) must be positive and shorter than --stale-after "
+                            f"({stale_after_s:g} s), or live jobs would be requeued")
+        self.engine, self.device, self.model_path, self.outbox_dir = engine, device, model_path, outbox_dir
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.poll_s, self.heartbeat_s, self.stale_after_s, self.once = poll_s, heartbeat_s, stale_after_s, once
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.held: dict[int, object] = {}  # job id -> Claim: the running job and those whose run waits in the outbox
+        self.ran = 0  # jobs this agent ran to a pushed (or outboxed) run
+        self._stop = threading.Event()
+        self._in_job = False  # a signal now hands the job back; otherwise it only stops the loop
+        self._store_ok = True
+
+    # -- logging -------------------------------------------------------------------------------------------------
+
+    def log(self, message: str) -> None:
+        stamp = dt.datetime.now().strftime("%H:%M:%S")
+        self.console.print(f"{stamp} agent {self.name}: {message}", highlight=False, markup=False)
+
+    def _store_down(self, error: Exception) -> None:
+        if self._store_ok:  # once per outage, not once per poll
+            self.log(f"store unreachable, will retry: {error}")
+        self._store_ok = False
+
+    def _store_up(self) -> None:
+        if not self._store_ok:
+            self.log("store reachable again")
+        self._store_ok = True
+
+    # -- signals and heartbeats ------------------------------------------------------------------------------------
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._stop.set()
+        if self._in_job:
+            self._in_job = False  # hand back once; a second signal during the hand-back does not interrupt it
+            raise HandBack(signal.Signals(signum).name)
+        self.log(f"{signal.Signals(signum).name}: stopping after the current step")
+
+    def _heartbeats(self, done: threading.Event) -> None:
+        from db import queue
+
+        while not done.wait(self.heartbeat_s):
+            claims = list(self.held.values())
+            if not claims:
+                continue
+            try:
+                lost = queue.heartbeat(self.engine, claims)
+            except StoreError as e:
+                self._store_down(e)
+                continue
+            except Exception as e:  # noqa: BLE001 - this thread must outlive any one bad beat
+                self.log(f"heartbeat failed: {one_line(e)}")
+                continue
+            for c in lost:
+                if self.held.pop(c.job_id, None) is not None:
+                    self.log(f"job {c.job_id} is no longer ours (cancelled, or requeued as stale); "
+                             "its run, if it finishes, is still stored")
+
+    # -- the loop ----------------------------------------------------------------------------------------------------
+
+    def serve(self) -> int:
+        """Work until stopped (or, with once, until no job is queued for this device class). Returns the exit code:
+        0, or 3 when runs are left in the outbox because the store could not be reached."""
+        main = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+        beat_done = threading.Event()
+        beat = threading.Thread(target=self._heartbeats, args=(beat_done,), name="heartbeat", daemon=True)
+        beat.start()
+        self.log(f"serving {self.device.device_class} ({self.device.name}); outbox {self._outbox()}")
+        try:
+            while not self._stop.is_set():
+                if not self._replay():
+                    self._stop.wait(self._poll())
+                    continue
+                try:
+                    claim = self._claim()
+                except StoreError as e:
+                    self._store_down(e)
+                    self._stop.wait(self._poll())
+                    continue
+                if claim is None:
+                    if self.once:
+                        break
+                    self._stop.wait(self._poll())
+                    continue
+                self._run(claim)
+        finally:
+            beat_done.set()
+            beat.join(timeout=5)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        from runner import outbox
+
+        left = outbox.waiting(self.outbox_dir)  # not counting runs other agents on this host are pushing
+        self.log(f"stopped after {self.ran} job(s)" + (f"; {len(left)} run(s) wait in the outbox "
+                                                       f"{self._outbox()}: replay with `runner push --outbox`"
+                                                       if left else ""))
+        return 3 if left else 0
+
+    def _outbox(self):
+        from runner import outbox
+
+        return outbox.directory(self.outbox_dir)
+
+    def _poll(self) -> float:
+        return self.poll_s * random.uniform(0.8, 1.2)  # jitter: agents started together do not poll together
+
+    def _replay(self) -> bool:
+        """Deliver what waits in the outbox; False while the store is unreachable."""
+        from runner import outbox
+
+        if not outbox.pending(self.outbox_dir):  # the cheap look; replay then skips what others are pushing
+            return True
+        try:
+            delivered = outbox.replay(self.engine, self.outbox_dir,
+                                      on_error=lambda p, e: self.log(f"cannot replay {p}: {e}"))
+        except StoreError as e:
+            self._store_down(e)
+            return False
+        self._store_up()
+        for d in delivered:
+            if d.job_id is not None:
+                self.held.pop(d.job_id, None)
+            self.log(f"replayed run {d.run_id} from the outbox ({'pushed' if d.added else 'already in store'}"
+                     + (f", job {d.job_id} done" if d.job_done else "") + ")")
+        self._alerts(sorted({d.fingerprint for d in delivered if d.added}))
+        return True
+
+    def _claim(self):
+        from db import queue
+
+        stale = queue.requeue_stale(self.engine, self.stale_after_s, [c.token for c in self.held.values()])
+        for state, ids in stale.items():
+            if ids:
+                self.log(f"stale heartbeat: job(s) {', '.join(map(str, ids))} -> {state}")
+        claim = queue.claim_next(self.engine, self.device.device_class, self.name)
+        self._store_up()
+        return claim
+
+    def _run(self, claim) -> None:
+        from db import queue
+        from runner.spec import parse_spec
+        from runner.submit import submit_job
+
+        if self._stop.is_set():  # the signal came between the claim and here
+            self._hand_back(claim, "stop requested")
+            return
+        self.held[claim.job_id] = claim
+        self.log(f"claimed job {claim.job_id} ({claim.job_name}, fingerprint {claim.fingerprint}, "
+                 f"attempt {claim.attempt}/{claim.max_attempts})")
+        doc = None
+        try:
+            self._in_job = True
+            try:
+                spec = parse_spec(claim.spec)
+                doc = submit_job(spec, self.device, model_path=self.model_path, console=self.console)
+            finally:
+                self._in_job = False
+        except HandBack as signame:
+            if doc is None:  # a run that finished as the signal came is delivered below, not thrown away
+                self.held.pop(claim.job_id, None)
+                self._hand_back(claim, str(signame))
+                return
+        except Exception as e:  # the job failed (bad spec on this host, model error, a rank crashed): retry or fail
+            self.held.pop(claim.job_id, None)
+            try:
+                state = queue.fail(self.engine, claim, one_line(e))
+            except StoreError as store_error:
+                self._store_down(store_error)
+                state = f"unrecorded (store down; requeued after {self.stale_after_s:g} s without heartbeat)"
+            self.log(f"job {claim.job_id} attempt {claim.attempt}/{claim.max_attempts} failed: {one_line(e)} "
+                     f"-> {state}")
+            return
+        self.ran += 1
+        self._deliver(claim, doc)
+
+    def _hand_back(self, claim, signame: str) -> None:
+        from db import queue
+
+        try:
+            ok = queue.release(self.engine, claim)
+            self.log(f"{signame}: handed job {claim.job_id} back to the queue" if ok else
+                     f"{signame}: job {claim.job_id} was no longer ours")
+        except StoreError as e:
+            self.log(f"{signame}: could not hand job {claim.job_id} back ({e}); it is requeued after "
+                     f"{self.stale_after_s:g} s without heartbeat")
+
+    def _deliver(self, claim, doc: dict) -> None:
+        from runner import outbox
+
+        try:  # into the outbox first, so a push that dies half way loses nothing
+            with outbox.keep(doc, (claim.job_id, claim.token), self.outbox_dir) as path:
+                d = outbox.deliver(self.engine, path)
+        except StoreError as e:
+            self._store_down(e)
+            self.log(f"job {claim.job_id}: run {doc['run_id']} kept in the outbox until the store is back")
+            return  # still held: the heartbeat thread keeps the claim alive while the run waits
+        self._store_up()
+        self.held.pop(claim.job_id, None)
+        self.log(f"job {claim.job_id} done: run {d.run_id} " + ("pushed" if d.added else "already in store")
+                 + ("" if d.job_done else " (the job was no longer ours: cancelled or taken over)"))
+        if d.added:
+            self._alerts([d.fingerprint])
+
+    def _alerts(self, fingerprints: list[str]) -> None:
+        """Judge the series the new runs belong to, as `runner submit` does; a failure here never fails the job
+        (the periodic `runner alerts check` judges them again)."""
+        if not fingerprints:
+            return
+        try:
+            from runner import alerting
+
+            for change in alerting.evaluate_and_deliver(self.engine, fingerprints):
+                self.log(alerting.describe(change))
+        except Exception as e:  # noqa: BLE001 - the run is stored; an alert hiccup must not stop the agent
+            self.log(f"alert check after push failed: {one_line(e)}")
