@@ -11,6 +11,7 @@ p10/p90 and every raw repeat kept.
 from __future__ import annotations
 
 import inspect
+import os
 import time
 from collections.abc import Callable
 
@@ -47,17 +48,22 @@ class CpuLoad:
         return t.user + t.system + getattr(t, "nice", 0.0) + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0)
 
     def _own(self) -> float:
+        """CPU seconds of this job's processes: ourselves, or under torchrun every rank (the launcher's children),
+        since the ranks of one tensor-parallel job share the host by design and are not contention."""
+        import psutil
+
         procs = [self._proc]
-        try:
-            procs += self._proc.children(recursive=True)
-        except Exception:
-            pass
+        if "TORCHELASTIC_RUN_ID" in os.environ:
+            try:
+                procs = psutil.Process(self._proc.ppid()).children(recursive=True) or procs
+            except psutil.Error:
+                pass
         total = 0.0
         for p in procs:
             try:
                 c = p.cpu_times()
                 total += c.user + c.system
-            except Exception:
+            except psutil.Error:
                 pass
         return total
 
