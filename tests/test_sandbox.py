@@ -267,3 +267,18 @@ def test_any_text_gets_a_verdict_in_human_eval_words(texts):
     for r in results:
         assert r["result"] in ("passed", "timed out") or r["result"].startswith("failed: ")
         assert r["passed"] == (r["result"] == "passed")
+
+
+ANY_STR = st.text(st.characters(blacklist_categories=()))  # lone surrogates too: an exception message may hold them
+
+
+@given(ANY_STR, ANY_STR)
+def test_verdict_frame_round_trips_any_text_and_rejects_a_cut_one(result, output):
+    from runner.sandbox_worker import _frame, _unframe
+
+    token = "ab" * 16
+    data = b"noise a completion wrote\n" + _frame(token, result, output)
+    assert _unframe(data, token) == {"result": result, "output": output}
+    if result or output:
+        assert _unframe(data[:-1], token) == {}
+    assert _unframe(data, "cd" * 16) == {}
