@@ -113,9 +113,17 @@ def submit(
         rundoc.write(doc, out_file)
         err.print(f"wrote run {doc['run_id']} to {out_file} (push it with: runner push {out_file})", highlight=False)
         return
-    from db import store
+    from runner import outbox
+    from runner.errors import StoreError
 
-    store.push(engine, doc)
+    # Through the outbox, as an agent pushes: a store that went away during the run (or dies in the middle of the
+    # push) leaves the finished run on this host, to replay, instead of losing an hour of measurement.
+    with outbox.keep(doc) as kept:
+        try:
+            outbox.deliver(engine, kept)
+        except StoreError as e:
+            raise StoreError(f"{e}; the run ({doc['run_id']}) is kept in the outbox, {kept}: push it once the store "
+                             "is back with `runner push --outbox`" + (f" --db {db}" if db else "")) from None
     err.print(f"pushed run {doc['run_id']} ({dev.device_class}, job {spec.name}, fingerprint {spec.fingerprint})",
               highlight=False)
     _alerts_after_push(engine, [spec.fingerprint])

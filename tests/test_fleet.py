@@ -448,3 +448,30 @@ def test_pair_trends_follow_the_table_as_it_stood(store_url, reference_docs):
         assert trends.pair_trends(s, "910B3", "A100", fingerprint="e" * 16) == {}
         with pytest.raises(Exception, match="both A100"):
             trends.pair_trends(s, "A100", "A100")
+
+
+@pytest.mark.postgres
+def test_submit_keeps_its_run_in_the_outbox_when_the_store_dies_during_the_run(own_postgres, tmp_path, monkeypatch):
+    import runner.submit
+
+    url = _new_pg_database(own_postgres.url)
+    box = tmp_path / "outbox"
+    monkeypatch.setenv("DEVCOMPARE_OUTBOX", str(box))
+    real_submit_job = runner.submit.submit_job
+
+    def run_then_lose_the_store(*args, **kwargs):
+        doc = real_submit_job(*args, **kwargs)  # the real job, on this CPU
+        own_postgres.stop("immediate")  # the store goes away before the push
+        return doc
+
+    monkeypatch.setattr(runner.submit, "submit_job", run_then_lose_the_store)
+    cli = CliRunner()
+    r = cli.invoke(app, ["submit", "--device", "cpu", "--job", str(REPO / "jobs" / "smoke.toml"), "--db", url])
+    assert r.exit_code == 3, r.output
+    [kept] = outbox.pending(box)
+    assert "is kept in the outbox" in r.output and "runner push --outbox" in r.output and "Traceback" not in r.output
+    own_postgres.start()
+    _no_partial_run(url)
+    r = cli.invoke(app, ["push", "--outbox", "--db", url])
+    assert r.exit_code == 0, r.output
+    assert outbox.pending(box) == [] and count(url, Run) == 1
