@@ -103,6 +103,24 @@ def pick_pair(job: dict, columns=None) -> tuple[str, str]:
     return cand, base
 
 
+def check_pair(url: str, job: dict, candidate: str, baseline: str) -> None:
+    """Stop the page on a pair of one device with itself; warn when a side has no run of this job."""
+    if candidate == baseline:
+        st.warning("Pick two different device classes: the ratio is candidate / baseline.")
+        st.stop()
+    single_device_warning(url, job, candidate, baseline)
+
+
+def pick_job_and_pair(url: str) -> tuple[dict, str, str]:
+    """The page header of Compare and Problems: job, candidate and baseline in one row, checked."""
+    jobs = require_runs(url)
+    top = st.columns([3, 1, 1])
+    job = pick_job(jobs, top[0])
+    candidate, baseline = pick_pair(job, top[1:])
+    check_pair(url, job, candidate, baseline)
+    return job, candidate, baseline
+
+
 def single_device_warning(url: str, job: dict, candidate: str, baseline: str) -> bool:
     """Warn when a side of the pair has no run of this job; True if the comparison is one-sided."""
     lacking = [d for d in (candidate, baseline) if d not in job["devices"]]

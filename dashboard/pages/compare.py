@@ -106,14 +106,7 @@ def export(view: dict) -> None:
 
 
 with ui.store_errors(url):
-    jobs = ui.require_runs(url)
-    top = st.columns([3, 1, 1])
-    job = ui.pick_job(jobs, top[0])
-    candidate, baseline = ui.pick_pair(job, top[1:])
-    if candidate == baseline:
-        st.warning("Pick two different device classes: the ratio is candidate / baseline.")
-        st.stop()
-    ui.single_device_warning(url, job, candidate, baseline)
+    job, candidate, baseline = ui.pick_job_and_pair(url)
     view = data.comparison(url, job["fingerprint"], candidate, baseline)
     st.markdown(f"**{view['job_name']}** · `{job['model_name']}` · fingerprint `{view['fingerprint']}` · "
                 f"{candidate} vs {baseline}, ratio = {candidate} / {baseline}")

@@ -33,14 +33,7 @@ def outcome(fraction) -> str:
 
 
 with ui.store_errors(url):
-    jobs = ui.require_runs(url)
-    top = st.columns([3, 1, 1])
-    job = ui.pick_job(jobs, top[0])
-    candidate, baseline = ui.pick_pair(job, top[1:])
-    if candidate == baseline:
-        st.warning("Pick two different device classes.")
-        st.stop()
-    ui.single_device_warning(url, job, candidate, baseline)
+    job, candidate, baseline = ui.pick_job_and_pair(url)
     left, right = st.columns(2)
     with left:
         cand_run = pick_run(candidate, data.job_runs(url, job["fingerprint"], candidate), "candidate_run")

@@ -58,10 +58,7 @@ with ui.store_errors(url):
         sizes = data.batch_sizes(url, job["fingerprint"])
         with row[3]:
             batch_size = st.selectbox("Batch size", sizes, key="batch_size") if sizes else None
-    if candidate == baseline:
-        st.warning("Pick two different device classes: the ratio is candidate / baseline.")
-        st.stop()
-    ui.single_device_warning(url, job, candidate, baseline)
+    ui.check_pair(url, job, candidate, baseline)
     series = data.trend(url, job["fingerprint"], candidate, baseline, metric, batch_size)
     markers = data.alert_markers(url, job["fingerprint"], metric, candidate, baseline, batch_size)
     label = TREND_METRICS[metric]
