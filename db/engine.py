@@ -62,8 +62,12 @@ def make_engine(url: str | None = None) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # PostgreSQL (libpq): a store host that vanishes without a reset (power loss, partition) must fail a heartbeat
+    # or push in seconds, not after the kernel's ~15 min of retransmissions, or other agents take the job meanwhile.
+    args = dict(connect_timeout=10, keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3) \
+        if parsed.get_backend_name() == "postgresql" else {}
     try:
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ImportError, SQLAlchemyError) as e:
         raise StoreError(f"cannot use store {display_url(url)}: {e}") from None
 

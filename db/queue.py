@@ -127,11 +127,16 @@ def attach_run(engine: Engine, job_id: int, token: str, run_id: str) -> bool:
 
 
 def complete(engine: Engine, job_id: int, token: str, run_id: str) -> bool:
-    """The job's run is in the store: done. False when the claim is no longer ours (the run is stored anyway)."""
+    """The job's run is in the store: done. Also when the claim was lost meanwhile because a store outage outlasted
+    --stale-after and the job went back to queued (or failed on its last attempt): its run exists, so it must not
+    run again. A job that another agent is running now, or that was cancelled, is left alone. False then."""
     with session_scope(engine) as session:
-        stmt = (update(_jobs).where(_held(job_id, token))
-                .values(state="done", run_id=run_id, finished_at=_now(session), error=None))
-        return session.execute(stmt).rowcount == 1
+        now = _now(session)
+        done = dict(state="done", run_id=run_id, finished_at=now, error=None)
+        if session.execute(update(_jobs).where(_held(job_id, token)).values(**done)).rowcount == 1:
+            return True
+        lost = and_(_jobs.c.id == job_id, _jobs.c.state.in_(("queued", "failed")))
+        return session.execute(update(_jobs).where(lost).values(**done)).rowcount == 1
 
 
 def fail(engine: Engine, claim: Claim, error: str) -> str | None:

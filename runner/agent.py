@@ -116,7 +116,7 @@ class Agent:
         self.log(f"serving {self.device.device_class} ({self.device.name}); outbox {self._outbox()}")
         try:
             while not self._stop.is_set():
-                if not self._replay():
+                if not self._replay():  # (even with once: a run waiting in the outbox is delivered before exit)
                     self._stop.wait(self._poll())
                     continue
                 try:
@@ -159,8 +159,7 @@ class Agent:
         if not outbox.pending(self.outbox_dir):  # the cheap look; replay then skips what others are pushing
             return True
         try:
-            delivered = outbox.replay(self.engine, self.outbox_dir,
-                                      on_error=lambda p, e: self.log(f"cannot replay {p}: {e}"))
+            delivered = outbox.replay(self.engine, self.outbox_dir, on_error=self._rejected)
         except StoreError as e:
             self._store_down(e)
             return False
@@ -172,6 +171,22 @@ class Agent:
                      + (f", job {d.job_id} done" if d.job_done else "") + ")")
         self._alerts(sorted({d.fingerprint for d in delivered if d.added}))
         return True
+
+    def _rejected(self, path, error: Exception) -> None:
+        """An outbox document that can never be pushed (set aside in rejected/): its job, if we hold it, fails
+        with the reason instead of being heartbeaten forever."""
+        from db import queue
+        from runner import outbox
+
+        self.log(f"cannot replay {path}: {one_line(error)}")
+        job = outbox.job_of(path)
+        claim = self.held.pop(job["job_id"], None) if job else None
+        if claim is not None:
+            try:
+                state = queue.fail(self.engine, claim, f"run could not be stored: {one_line(error)}")
+                self.log(f"job {claim.job_id} -> {state}")
+            except StoreError as e:
+                self._store_down(e)
 
     def _claim(self):
         from db import queue
@@ -199,6 +214,8 @@ class Agent:
         try:
             self._in_job = True
             try:
+                if self._stop.is_set():  # the signal came while the job was being claimed
+                    raise HandBack("stop requested")
                 spec = parse_spec(claim.spec)
                 doc = submit_job(spec, self.device, model_path=self.model_path, console=self.console)
             finally:
@@ -236,12 +253,16 @@ class Agent:
         from runner import outbox
 
         try:  # into the outbox first, so a push that dies half way loses nothing
-            with outbox.keep(doc, (claim.job_id, claim.token), self.outbox_dir) as path:
-                d = outbox.deliver(self.engine, path)
+            d = outbox.deliver_kept(self.engine, doc, (claim.job_id, claim.token), self.outbox_dir,
+                                    warn=self.log)
         except StoreError as e:
             self._store_down(e)
             self.log(f"job {claim.job_id}: run {doc['run_id']} kept in the outbox until the store is back")
             return  # still held: the heartbeat thread keeps the claim alive while the run waits
+        except UserError as e:  # neither outbox nor store: the run is gone, the job runs again once stale
+            self.held.pop(claim.job_id, None)
+            self.log(f"job {claim.job_id}: {e}; it is requeued after {self.stale_after_s:g} s without heartbeat")
+            return
         self._store_up()
         self.held.pop(claim.job_id, None)
         self.log(f"job {claim.job_id} done: run {d.run_id} " + ("pushed" if d.added else "already in store")

@@ -118,12 +118,11 @@ def submit(
 
     # Through the outbox, as an agent pushes: a store that went away during the run (or dies in the middle of the
     # push) leaves the finished run on this host, to replay, instead of losing an hour of measurement.
-    with outbox.keep(doc) as kept:
-        try:
-            outbox.deliver(engine, kept)
-        except StoreError as e:
-            raise StoreError(f"{e}; the run ({doc['run_id']}) is kept in the outbox, {kept}: push it once the store "
-                             "is back with `runner push --outbox`" + (f" --db {db}" if db else "")) from None
+    try:
+        outbox.deliver_kept(engine, doc, warn=lambda m: err.print(f"warning: {m}", highlight=False, markup=False))
+    except StoreError as e:
+        raise StoreError(f"{e}; the run ({doc['run_id']}) is kept in the outbox {outbox.directory()}: push it once "
+                         "the store is back with `runner push --outbox`" + (f" --db {db}" if db else "")) from None
     err.print(f"pushed run {doc['run_id']} ({dev.device_class}, job {spec.name}, fingerprint {spec.fingerprint})",
               highlight=False)
     _alerts_after_push(engine, [spec.fingerprint])
@@ -207,7 +206,7 @@ def compare(
 @user_errors
 def runs(
     db: DbOpt = None,
-    limit: Annotated[int, typer.Option(help="Show at most this many runs, newest first.")] = 20,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many runs, newest first.")] = 20,
 ):
     """List the newest runs in the store (id, time, device, job, fingerprint, source).
 
@@ -552,6 +551,8 @@ def agent(
 
     dev = devices.detect(device)
     engine = make_engine(db)
+    agent = Agent(engine, dev, name=name, model_path=model_path, poll_s=poll_interval, heartbeat_s=heartbeat,
+                  stale_after_s=stale_after, once=once, console=err)  # bad options fail now, not after the wait
     while True:  # a daemon waits for its store (it may start before the database); --once fails fast
         try:
             ensure_schema(engine)
@@ -561,8 +562,7 @@ def agent(
                 raise
             err.print(f"waiting for the store: {e}", highlight=False)
             time.sleep(max(poll_interval, 1.0))
-    raise typer.Exit(Agent(engine, dev, name=name, model_path=model_path, poll_s=poll_interval,
-                           heartbeat_s=heartbeat, stale_after_s=stale_after, once=once, console=err).serve())
+    raise typer.Exit(agent.serve())
 
 
 @jobs_app.callback(invoke_without_command=True)
@@ -572,7 +572,7 @@ def jobs(
     state: Annotated[Optional[str], typer.Option(help="Only jobs in this state: queued, running, done, failed, "
                                                       "cancelled.")] = None,
     device: Annotated[Optional[str], typer.Option("--device", "-d", help="Only jobs for this device class.")] = None,
-    limit: Annotated[int, typer.Option(help="Show at most this many jobs, newest first.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many jobs, newest first.")] = 50,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
     db: DbOpt = None,
 ):

@@ -56,6 +56,11 @@ def _write_atomic(path: Path, text: str, lock: bool = False) -> int | None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)  # the rename itself must survive a power cut too
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     except BaseException:
         os.close(fd)
         Path(tmp).unlink(missing_ok=True)
@@ -132,9 +137,17 @@ def waiting(path: str | Path | None = None) -> list[Path]:
     return out
 
 
+def job_of(doc_path: Path) -> dict | None:
+    """{"job_id", "token"} of the queue job a kept document belongs to (also for one set aside in rejected/)."""
+    try:
+        return json.loads(_job_path(Path(doc_path)).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class Delivered:
-    path: Path
+    path: Path | None  # None: pushed directly, the outbox could not be written
     run_id: str
     fingerprint: str
     added: bool  # False: the run was already in the store (a replay)
@@ -161,6 +174,37 @@ def deliver(engine, doc_path: Path) -> Delivered:
     job_file.unlink(missing_ok=True)
     doc_path.unlink(missing_ok=True)
     return Delivered(doc_path, doc["run_id"], doc["job"]["fingerprint"], added, job and job["job_id"], done)
+
+
+def deliver_kept(engine, doc: dict, job: tuple[int, str] | None = None, path: str | Path | None = None,
+                 warn=None) -> Delivered:
+    """Keep a finished run in the outbox, then deliver it: how `runner submit` and agents push. A StoreError leaves
+    the run in the outbox for a replay. An outbox that cannot be written (disk full, read-only) must not cost the run
+    while the store is up: it is then pushed directly (`warn` hears why); a UserError says so if that fails too."""
+    with contextlib.ExitStack() as stack:
+        try:
+            kept = stack.enter_context(keep(doc, job, path))
+        except OSError as e:
+            return _push_directly(engine, doc, job, directory(path), e, warn)
+        return deliver(engine, kept)
+
+
+def _push_directly(engine, doc: dict, job, where: Path, error: OSError, warn) -> Delivered:
+    from db import queue, store
+    from runner.errors import UserError
+
+    reason = error.strerror or str(error)
+    if warn is not None:
+        warn(f"the outbox {where} cannot be written ({reason}): pushing run {doc['run_id']} directly")
+    try:
+        if job is not None:
+            queue.attach_run(engine, job[0], job[1], doc["run_id"])
+        added = store.push(engine, doc)
+        done = queue.complete(engine, job[0], job[1], doc["run_id"]) if job is not None else False
+    except StoreError as e:
+        raise UserError(f"{e}; the outbox {where} cannot be written either ({reason}): run {doc['run_id']} "
+                        "was not kept") from None
+    return Delivered(None, doc["run_id"], doc["job"]["fingerprint"], added, job and job[0], done)
 
 
 def replay(engine, path: str | Path | None = None, on_error=None) -> list[Delivered]:

@@ -24,8 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(autouse=True)
 def _isolated_store(tmp_path, monkeypatch):
-    """No test touches the user's real store: the default URL points into the test's temporary directory."""
+    """No test touches the user's real store or outbox: both default into the test's temporary directory."""
     monkeypatch.setenv("DEVCOMPARE_DB_URL", f"sqlite:///{tmp_path / 'store.db'}")
+    monkeypatch.setenv("DEVCOMPARE_OUTBOX", str(tmp_path / "outbox"))
 
 
 def _pg_bin() -> Path | None:

@@ -475,3 +475,42 @@ def test_submit_keeps_its_run_in_the_outbox_when_the_store_dies_during_the_run(o
     r = cli.invoke(app, ["push", "--outbox", "--db", url])
     assert r.exit_code == 0, r.output
     assert outbox.pending(box) == [] and count(url, Run) == 1
+
+
+def test_a_run_stored_after_its_claim_went_stale_finishes_the_job(store_url, reference_docs):
+    from db import store
+    from tests.test_store import measured_doc
+
+    engine = open_store(store_url)
+    [job] = queue.enqueue(engine, spec(LIGHT), ["A100"])
+    c = queue.claim_next(engine, "A100", "agent-behind-an-outage")
+    time.sleep(1.1)
+    assert queue.requeue_stale(engine, 1) == {"done": [], "failed": [], "queued": [job]}  # the outage outlasted it
+    doc = measured_doc(reference_docs)
+    store.push(engine, doc)  # the outbox replay, once the store is back
+    assert queue.complete(engine, c.job_id, c.token, doc["run_id"])  # stored: must not run again
+    [row] = jobs(store_url)
+    assert (row.state, row.run_id) == ("done", doc["run_id"])
+    assert queue.claim_next(engine, "A100", "another-agent") is None
+
+
+def test_agent_fails_the_job_of_a_run_that_can_never_be_stored(tmp_path, reference_docs):
+    from runner import devices
+    from runner.agent import Agent
+    from tests.test_store import measured_doc
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    engine = open_store(url)
+    [job] = queue.enqueue(engine, spec(LIGHT), ["cpu"])
+    claim = queue.claim_next(engine, "cpu", "agent")
+    box = tmp_path / "outbox"
+    with outbox.keep(measured_doc(reference_docs), (claim.job_id, claim.token), box) as path:
+        pass
+    path.write_text("{ not a run document")  # e.g. a disk that corrupted it
+    agent = Agent(engine, devices.detect("cpu"), outbox_dir=box, once=True)
+    agent.held[claim.job_id] = claim  # the run waited in the outbox, its claim kept alive
+    assert agent._replay()
+    assert agent.held == {}  # no longer heartbeaten forever
+    [row] = jobs(url)
+    assert row.state == "queued" and "could not be stored" in row.error  # retried, with the reason
+    assert (box / "rejected" / path.name).exists()

@@ -73,3 +73,15 @@ def test_demo_model_on_two_problems(monkeypatch, tmp_path):
     assert all(r["generated_tokens"] > 0 and r["completion"].strip() for r in he["results"])
     assert he["pass_at_k"]["1"] == sum(r["passed"] for r in he["results"]) / 2
     assert doc["perf"][0]["decode_tokens_per_s"]["median"] > 0
+
+
+def test_an_outbox_that_cannot_be_written_does_not_cost_the_run(monkeypatch, tmp_path):
+    monkeypatch.chdir(REPO)
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("DEVCOMPARE_OUTBOX", str(blocker / "outbox"))  # mkdir there fails, as on a read-only disk
+    result = runner.invoke(app, ["submit", "--device", "cpu", "--job", "jobs/smoke.toml"])
+    assert result.exit_code == 0, result.output
+    assert "cannot be written" in result.output and "pushing run" in result.output and "pushed run" in result.output
+    listed = runner.invoke(app, ["runs"])
+    assert listed.exit_code == 0 and "smoke" in listed.output
