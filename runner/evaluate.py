@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def _records(path: Path, what: str, fields: Sequence[str]) -> Iterator[tuple[int
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise UserError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+                except (ValueError, RecursionError) as e:  # an integer of > 4300 digits, nesting too deep
+                    raise UserError(f"{where}: not usable JSON ({e})") from None
                 if not isinstance(record, dict):
                     raise UserError(f"{where}: expected a JSON object, got {type(record).__name__}")
                 for field in fields:
@@ -41,7 +44,7 @@ def _records(path: Path, what: str, fields: Sequence[str]) -> Iterator[tuple[int
                     if not isinstance(record[field], str):
                         raise UserError(f"{where}: field {field!r} must be a string")
                 yield lineno, record
-    except (OSError, UnicodeDecodeError, EOFError) as e:  # unreadable, not UTF-8, truncated gzip
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as e:  # unreadable, not UTF-8, truncated/corrupt gzip
         raise UserError(f"cannot read {what} file {path}: {e}") from None
 
 

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from runner.errors import RunError
+
 # -I -S: no environment, no site (faster); the worker imports from where we import. As a module, not a script, so
 # that its compiled bytecode is cached.
 WORKER_BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1])['sys_path']; "
@@ -31,8 +33,9 @@ STARTUP_TIMEOUT_S = 30.0
 QUEUE_MAX_BYTES = 16 << 10  # a second job waits in a worker's stdin pipe (64 KiB) only if smaller: no blocking
 
 
-class SandboxError(RuntimeError):
-    """The sandbox itself failed (a worker died or could not confine a child); no verdict can be trusted."""
+class SandboxError(RunError):
+    """The sandbox itself failed (a worker died or could not confine a child); no verdict can be trusted. A RunError:
+    the CLI prints it as one line (exit code 1), an agent fails the job with it."""
 
 
 @dataclass(frozen=True)

