@@ -41,6 +41,7 @@ def _read(url: str, query, *args, **kwargs):
 
 def clear() -> None:
     st.cache_data.clear()
+    engine.clear()  # and the engine: a SQLite file replaced under a running dashboard is opened anew
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import _data as data
 from db.compare import fmt
+from db.models import utc
 from runner.errors import StoreError, UserError
 
 DEFAULT_PAIR = ("910B3", "A100")  # the reference report's pair
@@ -164,9 +165,7 @@ def short(run_id: str | None) -> str:
 def when(t) -> str:
     if t is None:
         return "unknown"
-    if t.tzinfo is not None:  # PostgreSQL answers in the session's time zone; SQLite gives the stored UTC, naive
-        t = t.astimezone(dt.timezone.utc)
-    return f"{t:%Y-%m-%d %H:%M} UTC"
+    return f"{utc(t):%Y-%m-%d %H:%M} UTC"
 
 
 def sidebar(url: str) -> None:

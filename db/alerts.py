@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from db.detect import Alert as Episode
 from db.detect import AlertConfig, Point, SeriesKey, evaluate_series
-from db.models import Alert, Annotation, Run
+from db.models import Alert, Annotation, Run, utc
 
 SPEED_METRICS = ("first_token_tokens_per_s", "decode_tokens_per_s")
 DEFAULT_PAIRS = (("910B3", "A100"),)
@@ -29,10 +29,6 @@ class Change:
     key: SeriesKey
     previous: str | None  # None: new alert
     episode: Episode
-
-
-def _aware(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)  # SQLite returns naive UTC
 
 
 def _outcomes(run: Run) -> dict[str, bool] | None:
@@ -58,7 +54,7 @@ def series_points(runs: list[Run], key: SeriesKey, notes: dict[str, str]) -> lis
     """Points of one series from the runs of its fingerprint (any order); `notes`: run id -> annotation."""
     latest: dict[str, Run] = {}
     points, annotated = [], set()
-    for run in sorted(runs, key=lambda r: (_aware(r.finished_at), r.id)):
+    for run in sorted(runs, key=lambda r: (utc(r.finished_at), r.id)):
         if run.device_class not in (key.candidate_device, key.baseline_device):
             continue
         latest[run.device_class] = run
@@ -77,7 +73,7 @@ def series_points(runs: list[Run], key: SeriesKey, notes: dict[str, str]) -> lis
         # an annotation applies to the first point that contains its run
         note = notes.get(run.id) if run.id not in annotated else None
         annotated.add(run.id)
-        points.append(Point(_aware(run.finished_at), float(c), float(b), cand.id, base.id, note, discordant))
+        points.append(Point(utc(run.finished_at), float(c), float(b), cand.id, base.id, note, discordant))
     return points
 
 

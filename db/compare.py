@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from db.models import Run
+from db.models import Run, utc
 from runner.errors import UserError
 
 ACCURACY_ROWS = (("HumanEval problems", "problems"), ("passed", "passed"), ("pass@1", "pass_at_1"))
@@ -60,7 +60,9 @@ def token_agreement(a: dict | None, b: dict | None) -> dict | None:
         diverge = next((i for i in range(n) if x[i] != y[i]), None if len(x) == len(y) else n)
         if diverge is not None and first is None:
             first = {"task": task, "position": diverge}
-    return {"share": same / total if total else None, "tokens": total, "first_divergence": first}
+    if total == 0:  # probes without tokens: nothing to compare
+        return None
+    return {"share": same / total, "tokens": total, "first_divergence": first}
 
 
 def latest_run(session: Session, fingerprint: str, device: str) -> Run | None:
@@ -146,7 +148,7 @@ def _run_line(label: str, run: Run | None) -> str:
     if run is None:
         return f"{label}: no run"
     src = f", imported from {run.imported_from}" if run.source == "imported" else ""
-    return f"{label}: run {run.id} ({run.device_name or run.device_class}, {run.finished_at:%Y-%m-%d %H:%M}{src})"
+    return f"{label}: run {run.id} ({run.device_name or run.device_class}, {utc(run.finished_at):%Y-%m-%d %H:%M} UTC{src})"
 
 
 def _agreement_line(cmp: Comparison) -> str:

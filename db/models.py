@@ -11,6 +11,14 @@ from typing import Annotated, Any, Optional
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Index, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+
+def utc(t: dt.datetime | None) -> dt.datetime | None:
+    """A stored time as an aware UTC datetime: SQLite hands back naive UTC, PostgreSQL answers in the session's time
+    zone. Use it wherever a stored time is compared, ordered or shown."""
+    if t is None:
+        return None
+    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
+
 # Named constraints, so Alembic can alter them on SQLite (batch mode) and PostgreSQL alike.
 NAMING = {
     "ix": "ix_%(column_0_label)s",

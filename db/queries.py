@@ -268,8 +268,13 @@ def alerts(session: Session, series: str | None = None) -> list[dict]:
 
 def alert_markers(session: Session, fingerprint: str, metric: str, candidate: str, baseline: str,
                   batch_size: int | None = None) -> list[dict]:
-    """Alerts of one trend series, for markers on its chart: [{"at", "state", "label"}]."""
-    key = SeriesKey(fingerprint, metric, candidate, baseline, None if metric == "pass_at_1" else batch_size)
-    return [{"at": a["at"], "state": a["state"] + (" (acknowledged)" if a["acknowledged"] else ""),
-             "label": a["reason"] or a["state"]}
-            for a in alerts(session, str(key))]
+    """Alerts of one trend series, for markers on its chart: [{"at", "state", "label"}]. Detection judges the pairs
+    it is configured for (910B3 vs A100); a chart of the reverse pair shows that series' alerts too, labelled so."""
+    bs = None if metric == "pass_at_1" else batch_size
+    out = []
+    for key, note in ((SeriesKey(fingerprint, metric, candidate, baseline, bs), ""),
+                      (SeriesKey(fingerprint, metric, baseline, candidate, bs), f" ({baseline} vs {candidate})")):
+        out += [{"at": a["at"], "state": a["state"] + (" (acknowledged)" if a["acknowledged"] else "") + note,
+                 "label": (a["reason"] or a["state"]) + note}
+                for a in alerts(session, str(key))]
+    return out

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from db.engine import session_scope
-from db.models import QueueJob, Run
+from db.models import QueueJob, Run, utc
 from runner.errors import UserError
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
@@ -59,13 +59,6 @@ def _now(session: Session):
     if session.get_bind().dialect.name == "postgresql":
         return func.now()  # the server's clock, shared by every host
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _aware(value):
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    if isinstance(value, dt.datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value
 
 
 def _held(job_id: int, token: str):
@@ -215,7 +208,8 @@ def list_jobs(session: Session, state: str | None = None, device_class: str | No
         stmt = stmt.where(QueueJob.device_class == device_class)
     cols = ("id", "device_class", "state", "attempts", "max_attempts", "run_id", "job_name", "fingerprint",
             "claimed_by", "created_at", "heartbeat_at", "finished_at", "error")
-    return [{c: _aware(getattr(j, c)) for c in cols} for j in session.scalars(stmt)]
+    return [{c: (utc(v) if isinstance(v, dt.datetime) else v) for c in cols for v in [getattr(j, c)]}
+            for j in session.scalars(stmt)]
 
 
 def counts(session: Session) -> dict[str, int]:

@@ -16,7 +16,8 @@ _PLAIN = ("prompt_tokens", "new_tokens", "warmup", "repeats", "peak_memory_bytes
 
 def _time(value: str) -> dt.datetime:
     t = dt.datetime.fromisoformat(value)
-    return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    # stored as UTC: SQLite keeps no offset, so a local time with one would read back as a different instant
+    return t.astimezone(dt.timezone.utc) if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
 def _perf_row(rec: dict) -> PerfRecord:

@@ -216,7 +216,7 @@ def runs(
     from sqlalchemy import select
 
     from db.engine import open_store, session_scope
-    from db.models import Run
+    from db.models import Run, utc
 
     with session_scope(open_store(db)) as session:
         rows = session.scalars(select(Run).order_by(Run.finished_at.desc()).limit(limit)).all()
@@ -224,7 +224,8 @@ def runs(
         for column in table.columns:
             column.no_wrap = True
         for r in rows:
-            table.add_row(r.id, f"{r.finished_at:%Y-%m-%d %H:%M}", r.device_class, r.job_name, r.fingerprint, r.source)
+            table.add_row(r.id, f"{utc(r.finished_at):%Y-%m-%d %H:%M}", r.device_class, r.job_name, r.fingerprint,
+                          r.source)
     if not rows:
         err.print("the store has no runs yet: runner submit --device cpu --job jobs/demo-cpu.toml")
         return

@@ -198,6 +198,11 @@ def test_trends_ratio_over_time_with_alert_markers(seeded):
     # newest first: one point each time either device got a run once both had one
     assert [r[1] for r in points[1:]] == ["0.5455", "0.5455", "0.5455", "0.4909"]
     assert "1 alert(s) on this series" in texts(at)
+    at.selectbox(key="candidate").set_value("A100").run()  # the reverse pair shows the same series' alerts
+    at.selectbox(key="baseline").set_value("910B3").run()
+    assert not at.exception and "1 alert(s) on this series" in texts(at)
+    at.selectbox(key="candidate").set_value("910B3").run()
+    at.selectbox(key="baseline").set_value("A100").run()
     at.selectbox(key="metric").set_value("pass_at_1").run()
     assert not at.exception
     assert {m.label: m.value for m in at.metric}["latest ratio 910B3 / A100"] == "1.2000"

@@ -61,6 +61,20 @@ def test_push_round_trip_and_idempotence(store_url, reference_docs):
         assert verdicts == {"HumanEval/0": (True, "passed"), "HumanEval/1": (False, "failed: ")}
 
 
+def test_times_with_an_offset_are_stored_as_the_same_instant(store_url, reference_docs):
+    import datetime as dt
+
+    from db.models import utc
+
+    engine = open_store(store_url)
+    doc = measured_doc(reference_docs)
+    doc["started_at"], doc["finished_at"] = "2026-03-01T07:00:00+08:00", "2026-03-01T08:00:00+08:00"
+    store.push(engine, doc)
+    with session_scope(engine) as s:
+        run = s.get(Run, doc["run_id"])
+        assert utc(run.finished_at) == dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.timezone.utc)  # SQLite keeps no offset
+
+
 def test_failed_push_leaves_nothing(store_url, reference_docs):
     """A push that fails half way (here: a duplicate problem row) rolls back the whole run."""
     engine = open_store(store_url)

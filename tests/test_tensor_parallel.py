@@ -106,3 +106,5 @@ def test_token_agreement_reports_first_divergence():
     assert token_agreement(a, b) == {"share": 7 / 8, "tokens": 8, "first_divergence": {"task": "t1", "position": 2}}
     assert token_agreement(a, a)["first_divergence"] is None
     assert token_agreement(a, None) is None
+    empty = {"tasks": ["t0"], "tokens": [[]]}
+    assert token_agreement(empty, empty) is None  # no tokens: nothing to compare, not a share of 0/0
