@@ -1,4 +1,6 @@
-"""The devcompare dashboard: the entry file only routes; each page is one file under dashboard/pages/.
+"""The devcompare dashboard: the entry file only routes; each page is one file under dashboard/views/
+(not pages/: Streamlit would serve that directory by itself, without this router, to a first visitor who opens a
+page URL directly after a restart).
 
 Run it with `runner dashboard [--port P] [--db URL]`, or `streamlit run dashboard/app.py -- --db URL`.
 """
@@ -9,11 +11,11 @@ from dashboard import _ui as ui
 
 st.set_page_config(page_title="devcompare", page_icon=":material/compare_arrows:", layout="wide")
 page = st.navigation([
-    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:", default=True),
-    st.Page("pages/trends.py", title="Trends", icon=":material/show_chart:"),
-    st.Page("pages/problems.py", title="Problems", icon=":material/rule:"),
-    st.Page("pages/runs.py", title="Runs", icon=":material/list:"),
-    st.Page("pages/alerts.py", title="Alerts", icon=":material/notifications:"),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:", default=True),
+    st.Page("views/trends.py", title="Trends", icon=":material/show_chart:"),
+    st.Page("views/problems.py", title="Problems", icon=":material/rule:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/list:"),
+    st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
 ])
 ui.sidebar(data.store_url())
 page.run()

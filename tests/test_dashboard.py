@@ -21,7 +21,7 @@ from db.engine import make_engine, open_store, session_scope, upgrade
 from db.models import Alert
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ("pages/compare.py", "pages/trends.py", "pages/problems.py", "pages/runs.py", "pages/alerts.py")
+PAGES = ("views/compare.py", "views/trends.py", "views/problems.py", "views/runs.py", "views/alerts.py")
 REFERENCE_FP = "40fe0632ad0e366a"
 MEASURED_FP = "0123456789abcdef"
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
@@ -186,7 +186,7 @@ def test_trends_ratio_over_time_with_alert_markers(seeded):
                     state="resolved", moved="candidate fell", ratio=0.4909, baseline_ratio=0.55, change_pct=-10.7,
                     reason="ratio 0.4909 vs baseline 0.55: -10.7%", acknowledged=False, resolved_manually=False,
                     opened_at=T0 + dt.timedelta(days=5), updated_at=T0 + dt.timedelta(days=5)))
-    at = app("pages/trends.py")
+    at = app("views/trends.py")
     at.selectbox(key="job").set_value(MEASURED_FP).run()
     at.selectbox(key="metric").set_value("decode_tokens_per_s").run()
     assert not at.exception
@@ -210,7 +210,7 @@ def test_trends_ratio_over_time_with_alert_markers(seeded):
 
 
 def test_problems_one_device_only_and_side_by_side(seeded):
-    at = app("pages/problems.py")
+    at = app("views/problems.py")
     at.selectbox(key="job").set_value(MEASURED_FP).run()
     assert not at.exception
     assert {m.label: m.value for m in at.metric} == {"passed on both": "4", "910B3 only": "2", "A100 only": "1",
@@ -230,7 +230,7 @@ def test_problems_one_device_only_and_side_by_side(seeded):
 
 
 def test_runs_list_filters_and_detail(seeded):
-    at = app("pages/runs.py")
+    at = app("views/runs.py")
     assert not at.exception
     assert "7 matching run(s)." in texts(at)
     assert len(at.dataframe[0].value) == 7
@@ -253,7 +253,7 @@ def test_runs_list_filters_and_detail(seeded):
 
 
 def test_alerts_open_acknowledged_resolved(seeded):
-    at = app("pages/alerts.py")
+    at = app("views/alerts.py")
     assert not at.exception
     assert "No alerts yet" in texts(at)
     docs = seeded["docs"]
@@ -267,7 +267,7 @@ def test_alerts_open_acknowledged_resolved(seeded):
                         reason=f"reason {i}", acknowledged=ack, resolved_manually=False,
                         opened_at=T0 + dt.timedelta(days=5), updated_at=T0 + dt.timedelta(days=5, hours=i)))
     st.cache_data.clear()
-    at = app("pages/alerts.py")
+    at = app("views/alerts.py")
     assert not at.exception
     assert "1 open regression(s), 1 acknowledged, 1 resolved." in texts(at)
     assert [t.label for t in at.tabs] == ["Open (1)", "Acknowledged (1)", "Resolved (1)", "Outliers (0)"]
@@ -296,7 +296,7 @@ def test_single_device_names_the_missing_one(tmp_path, reference_docs, monkeypat
     assert not at.exception
     warning = at.warning[0].value
     assert "has runs on 910B3 only, none on A100" in warning and "runner submit --device A100" in warning
-    if page == "pages/compare.py":
+    if page == "views/compare.py":
         assert table_rows(at.table[0])[2] == ["passed", "54", "missing", "n/a"]
 
 

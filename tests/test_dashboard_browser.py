@@ -99,3 +99,24 @@ def test_compare_page_shows_the_reference_ratios_in_chromium(dashboard_url):
     assert ["passed", "54", "53", "1.0189"] in cells
     assert ["ratio", "1", "0.0683", "0.5397"] in cells
     assert shot.stat().st_size > 10_000
+
+
+def test_a_page_opened_directly_on_a_fresh_server_goes_through_the_router(dashboard_url):
+    """A bookmarked page URL, first visitor after a restart: still the app's navigation and store panel (a pages/
+    directory would be served on its own then, without them)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} not found: run `make test`, or `apt-get install -y chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(dashboard_url + "runs", wait_until="domcontentloaded")
+            page.get_by_role("button", name="Refresh").wait_for(timeout=60_000)  # the router's sidebar
+            sidebar = page.locator("[data-testid=stSidebar]").inner_text()
+        finally:
+            browser.close()
+    assert "Store:" in sidebar
+    for title in ("Compare", "Trends", "Problems", "Runs", "Alerts"):
+        assert title in sidebar
