@@ -12,7 +12,7 @@ Protections are layered, each used where the host has it (the hello names those 
   kill(-1) after each job ends whatever the job left, and the kernel ends them all if the worker dies. In its mount
   namespace every mount is read-only except a size-capped tmpfs for the job directory; directories on the import
   path that others may not enter (a Python under /root) are shown alone on a tmpfs over their closed ancestor.
-- child, per job: own session and process group; stdin /dev/null; stdout/stderr to a drained pipe; a fresh 0700
+- child, per job: own process group (in the worker's terminal-less session); stdin /dev/null; stdout/stderr to a drained pipe; a fresh 0700
   directory as cwd, HOME and TMPDIR; scrubbed environment; rlimits on CPU time, address space, file size, open files,
   processes, core dumps; a per-worker uid (root only; only then does RLIMIT_NPROC bind); no_new_privs; Landlock:
   writes only beneath the job directory, no TCP, no signals or abstract sockets beyond the sandbox; first in line for
@@ -535,7 +535,8 @@ class Worker:
         """In the forked child: its fds 0-4 are in place (see _free_low_fds); confine, run, report on fd 3."""
         os.closerange(5, 1 << 16)
         try:
-            os.setsid()
+            os.setpgid(0, 0)  # its own process group, killed whole; not setsid: a new session costs the kernel a new
+            # scheduler autogroup per completion (3% of the sandbox's CPU), and the worker's session has no terminal
             for which, limits in self.rlimits:
                 resource.setrlimit(which, limits)
             if self.uid is not None:  # after this, RLIMIT_NPROC binds and no capability is left
@@ -690,7 +691,7 @@ def _killpg(pid: int) -> None:
     """SIGKILL the process group a child leads (posix.kill: it works while os.kill is guarded away)."""
     try:
         posix.kill(-pid, signal.SIGKILL)
-    except ProcessLookupError:  # no such group (gone, or setsid not reached yet)
+    except ProcessLookupError:  # no such group (gone, or setpgid not reached yet)
         try:
             posix.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
