@@ -159,18 +159,20 @@ class Agent:
         if not outbox.pending(self.outbox_dir):  # the cheap look; replay then skips what others are pushing
             return True
         try:
-            delivered = outbox.replay(self.engine, self.outbox_dir, on_error=self._rejected)
+            delivered, ok = outbox.replay(self.engine, self.outbox_dir, on_error=self._rejected), True
         except StoreError as e:
             self._store_down(e)
-            return False
-        self._store_up()
+            delivered, ok = getattr(e, "delivered", []), False
+        if ok:
+            self._store_up()
         for d in delivered:
             if d.job_id is not None:
                 self.held.pop(d.job_id, None)
             self.log(f"replayed run {d.run_id} from the outbox ({'pushed' if d.added else 'already in store'}"
                      + (f", job {d.job_id} done" if d.job_done else "") + ")")
-        self._alerts(sorted({d.fingerprint for d in delivered if d.added}))
-        return True
+        if ok:  # (with the store down, the periodic `runner alerts check` judges them later)
+            self._alerts(sorted({d.fingerprint for d in delivered if d.added}))
+        return ok
 
     def _rejected(self, path, error: Exception) -> None:
         """An outbox document that can never be pushed (set aside in rejected/): its job, if we hold it, fails

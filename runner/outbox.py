@@ -219,7 +219,8 @@ def replay(engine, path: str | Path | None = None, on_error=None) -> list[Delive
                 continue
             try:
                 out.append(deliver(engine, doc_path))
-            except StoreError:
+            except StoreError as e:
+                e.delivered = out  # what reached the store before it went away: the caller still settles those
                 raise
             except Exception as e:  # noqa: BLE001 - whatever it is, this document will never be pushed as is
                 rejected = doc_path.parent / "rejected"
