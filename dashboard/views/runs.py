@@ -30,6 +30,7 @@ def run_list(jobs: list[dict]) -> list[dict]:
         return []
     frame = pd.DataFrame(rows)
     frame["finished_at"] = pd.to_datetime(frame["finished_at"], utc=True)
+    frame["device_name"] = frame["device_name"].fillna("not recorded")  # imported reports name no device model
     st.dataframe(frame, hide_index=True, width="stretch", column_config={
         "id": st.column_config.TextColumn("run"),
         "finished_at": st.column_config.DatetimeColumn("finished (UTC)", format="YYYY-MM-DD HH:mm"),
