@@ -7,7 +7,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from db.engine import session_scope
-from db.models import AccuracyRecord, PerfRecord, ProblemResult, Run
+from db.models import AccuracyRecord, PerfRecord, ProblemResult, Run, utc
 
 _STATS = ("ttft_ms", "e2e_ms", "tpot_ms", "first_token_tokens_per_s", "decode_tokens_per_s")
 _PLAIN = ("prompt_tokens", "new_tokens", "warmup", "repeats", "peak_memory_bytes", "bandwidth_gbps",
@@ -15,9 +15,8 @@ _PLAIN = ("prompt_tokens", "new_tokens", "warmup", "repeats", "peak_memory_bytes
 
 
 def _time(value: str) -> dt.datetime:
-    t = dt.datetime.fromisoformat(value)
     # stored as UTC: SQLite keeps no offset, so a local time with one would read back as a different instant
-    return t.astimezone(dt.timezone.utc) if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
+    return utc(dt.datetime.fromisoformat(value))
 
 
 def _perf_row(rec: dict) -> PerfRecord:

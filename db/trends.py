@@ -24,7 +24,8 @@ from typing import Iterator, NamedTuple
 from sqlalchemy import null, select
 from sqlalchemy.orm import Session
 
-from db.models import AccuracyRecord, PerfRecord, Run
+from db.compare import ratio
+from db.models import AccuracyRecord, PerfRecord, Run, utc
 from runner.errors import UserError
 
 SPEED_METRICS = ("first_token_tokens_per_s", "decode_tokens_per_s")
@@ -47,7 +48,7 @@ class Series:
     baseline_run: list[str] = field(default_factory=list)
     candidate: list[float] = field(default_factory=list)
     baseline: list[float] = field(default_factory=list)
-    ratio: list[float | None] = field(default_factory=list)  # None over a zero baseline (db.compare.ratio's rule)
+    ratio: list[float | None] = field(default_factory=list)  # db.compare.ratio: None where the table prints n/a
 
     def __len__(self) -> int:
         return len(self.at)
@@ -119,7 +120,7 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
                 base = (run_id, vals)
             if cand is None or base is None:
                 continue
-            at = finished if finished.tzinfo else finished.replace(tzinfo=dt.timezone.utc)  # SQLite: naive UTC
+            at = utc(finished)
             (c_id, c_vals), (b_id, b_vals) = cand, base
             for key, c in c_vals.items():
                 b = b_vals.get(key)
@@ -133,7 +134,7 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
                 ser.baseline_run.append(b_id)
                 ser.candidate.append(c)
                 ser.baseline.append(b)
-                ser.ratio.append(c / b if b else None)
+                ser.ratio.append(ratio(c, b))
         for (metric, bs), ser in series.items():
             out[TrendKey(fp, metric, bs)] = ser
     return dict(sorted(out.items(), key=lambda kv: (kv[0].fingerprint, kv[0].metric, kv[0].batch_size or 0)))

@@ -487,14 +487,6 @@ def dashboard(
 
 # -- fleet mode: the job queue and the agent -------------------------------------------------------------------------
 
-def _known_device(device: str) -> str:
-    from runner.devices import DEVICE_CLASSES
-
-    if device not in DEVICE_CLASSES:
-        raise UserError(f"unknown device '{device}' (known: {', '.join(DEVICE_CLASSES)})")
-    return device
-
-
 @app.command()
 @user_errors
 def enqueue(
@@ -511,10 +503,11 @@ def enqueue(
     """
     from db import queue
     from db.engine import open_store
+    from runner.devices import known
     from runner.spec import load_spec
 
     spec = load_spec(job)
-    devices = [_known_device(d) for d in device]
+    devices = [known(d) for d in device]
     ids = queue.enqueue(open_store(db), spec, devices, max_attempts=max_attempts)
     for job_id, d in zip(ids, dict.fromkeys(devices)):
         out.print(f"job {job_id}: {spec.name} on {d} (fingerprint {spec.fingerprint})", highlight=False)

@@ -69,10 +69,15 @@ def _found_summary() -> str:
     return ", ".join(parts)
 
 
-def detect(device_class: str) -> Device:
+def known(device_class: str) -> str:
+    """The device class itself, or a UserError listing the known ones (without looking at the hardware)."""
     if device_class not in DEVICE_CLASSES:
         raise UserError(f"unknown device '{device_class}' (known: {', '.join(DEVICE_CLASSES)})")
-    dtype, backend, marker = DEVICE_CLASSES[device_class]
+    return device_class
+
+
+def detect(device_class: str) -> Device:
+    dtype, backend, marker = DEVICE_CLASSES[known(device_class)]
     if dtype == "cpu":
         import os
 
