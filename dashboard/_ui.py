@@ -14,11 +14,11 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard import _data as data
-from db.compare import fmt
+from core.metrics import format_value as fmt
+from core.rules import DEFAULT_PAIR
 from db.models import utc
-from runner.errors import StoreError, UserError
+from core.errors import StoreError, UserError
 
-DEFAULT_PAIR = ("910B3", "A100")  # the reference report's pair
 
 
 @contextlib.contextmanager

@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from runner.errors import UserError
+from core.errors import UserError
 
 State = Literal["insufficient_data", "ok", "suspected", "active", "resolved", "outlier"]
 AlertState = Literal["suspected", "active", "resolved", "outlier"]
@@ -398,7 +398,7 @@ def _problem_outcomes(doc: Mapping) -> dict[str, bool] | None:
 
 def point_from_documents(candidate: Mapping, baseline: Mapping, metric: str, batch_size: int | None = None,
                          annotation: str | None = None) -> Point | None:
-    """One series point from two run documents (runner/rundoc.py); None when either run lacks the metric.
+    """One series point from two run documents (core/rundoc.py); None when either run lacks the metric.
 
     Speed metrics take the median of the perf record at `batch_size`; pass_at_1 takes pass@1 and, where both runs
     stored per-problem results, the discordant counts over the problems both ran.

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from runner.errors import StoreError
+from core.errors import StoreError
 
 ENV_VAR = "DEVCOMPARE_DB_URL"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"

@@ -13,12 +13,13 @@ Example:
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 
 from sqlalchemy import func, inspect, select
 from sqlalchemy.orm import Session
 
-from db import compare, stats, trends
+from core.metrics import METRICS, SPEED, titled
+from core.rules import pass_fractions
+from db import compare, pairing, stats, tables, trends
 from db.detect import SeriesKey
 from db.models import AccuracyRecord, Alert, PerfRecord, ProblemResult, Run
 
@@ -29,9 +30,6 @@ VERSION_KEYS = (("torch", "torch"), ("torch_npu", "torch_npu"), ("cann", "CANN")
 ENVIRONMENT_KEYS = VERSION_KEYS + (("python", "python"),
                     ("project_commit", "project commit"), ("settings", "speed-relevant settings"),
                     ("torch_threads", "torch threads"), ("host", "host"), ("cpu_model", "CPU"), ("os", "OS"))
-# Metrics a trend follows (db/trends.py): all higher-is-better, so ratio = candidate / baseline reads the same way.
-TREND_METRICS = {"pass_at_1": "pass@1", "first_token_tokens_per_s": "first-token speed (tokens/s)",
-                 "decode_tokens_per_s": "incremental speed (tokens/s)"}
 
 
 def _task_key(task_id: str):
@@ -65,12 +63,8 @@ def _run_summary(run: Run | None) -> dict | None:
 
 def problem_outcomes(session: Session, run_id: str) -> dict[str, float]:
     """task_id -> fraction of the run's samples that passed; empty when the run stored no per-problem results."""
-    tally: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for task, passed in session.execute(select(ProblemResult.task_id, ProblemResult.passed)
-                                        .where(ProblemResult.run_id == run_id)):
-        tally[task][0] += bool(passed)
-        tally[task][1] += 1
-    return {t: p / n for t, (p, n) in tally.items()}
+    return pass_fractions(session.execute(select(ProblemResult.task_id, ProblemResult.passed)
+                                          .where(ProblemResult.run_id == run_id)))
 
 
 def _no_results_reason(run: dict, device: str) -> str:
@@ -115,7 +109,7 @@ def _environment_diff(cand: Run | None, base: Run | None) -> list[dict]:
 def comparison(session: Session, fingerprint: str, candidate: str, baseline: str) -> dict:
     """Everything the Compare page shows for one job and device pair (raises UserError like compare.build)."""
     cmp = compare.build(session, fingerprint, candidate, baseline)
-    acc_table, speed_table = compare.tables(cmp)
+    acc_table, speed_table = tables.tables(cmp)
     runs = {"candidate": _run_summary(cmp.candidate_run), "baseline": _run_summary(cmp.baseline_run)}
     test, why = accuracy_test(session, runs["candidate"], runs["baseline"], candidate, baseline)
     perf = {side: {p.batch_size: p for p in (run.perf if run is not None else [])}
@@ -123,7 +117,8 @@ def comparison(session: Session, fingerprint: str, candidate: str, baseline: str
     intervals = []
     for row in cmp.speed:
         bs = row["batch_size"]
-        for label, attr in compare.SPEED_COLUMNS:
+        for metric in SPEED:
+            label, attr = titled(metric), metric.name
             recs = [perf[s].get(bs) for s in ("candidate", "baseline")]
             raws = [(rec.raw or {}).get(attr) if rec is not None else None for rec in recs]
             interval = stats.ratio_interval(*raws)
@@ -149,7 +144,7 @@ def comparison(session: Session, fingerprint: str, candidate: str, baseline: str
             "accuracy_test": test, "accuracy_test_unavailable": why, "speed_intervals": intervals,
             "bandwidth": bandwidth, "token_agreement": cmp.token_agreement, "batch_agreement": batch_agreement,
             "environment": _environment_diff(cmp.candidate_run, cmp.baseline_run),
-            "markdown": compare.render(cmp, "markdown"), "csv": compare.render(cmp, "csv")}
+            "markdown": tables.render(cmp, "markdown"), "csv": tables.render(cmp, "csv")}
 
 
 def batch_sizes(session: Session, fingerprint: str) -> list[int]:
@@ -162,17 +157,17 @@ def trend(session: Session, fingerprint: str, candidate: str, baseline: str, met
           batch_size: int | None = None) -> dict:
     """Per-device values over time (every run with the metric) and the ratio points of db/trends.py: one each time
     either device got a run, pairing the latest run of each as the comparison table would at that moment."""
-    if metric not in TREND_METRICS:
-        raise ValueError(f"unknown trend metric {metric!r} ({', '.join(TREND_METRICS)})")
-    if metric == "pass_at_1":
+    if metric not in trends.METRICS:
+        raise ValueError(f"unknown trend metric {metric!r} ({', '.join(trends.METRICS)})")
+    if METRICS[metric].source == "humaneval":
         batch_size = None  # HumanEval's batch is part of the job, not a series of its own
-        stmt = select(Run.id, Run.device_class, Run.finished_at, Run.source, AccuracyRecord.pass_at_1).join(
+        stmt = select(Run.id, Run.device_class, Run.finished_at, Run.source, getattr(AccuracyRecord, metric)).join(
             AccuracyRecord)
     else:
         stmt = (select(Run.id, Run.device_class, Run.finished_at, Run.source, getattr(PerfRecord, metric))
                 .join(PerfRecord).where(PerfRecord.batch_size == batch_size))
     stmt = (stmt.where(Run.fingerprint == fingerprint, Run.device_class.in_([candidate, baseline]))
-            .order_by(Run.finished_at, Run.pushed_at, Run.id))
+            .order_by(*pairing.ORDER_BY))
     values = [{"run_id": run_id, "device": device, "at": at, "value": value, "source": source}
               for run_id, device, at, source, value in session.execute(stmt) if value is not None]
     points = trends.pair_trends(session, candidate, baseline, fingerprint, (metric,))
@@ -188,7 +183,7 @@ def job_runs(session: Session, fingerprint: str, device: str) -> list[dict]:
                    .where(ProblemResult.run_id == Run.id).correlate(Run).scalar_subquery())
     stmt = (select(Run.id, Run.finished_at, Run.source, has_results)
             .where(Run.fingerprint == fingerprint, Run.device_class == device)
-            .order_by(Run.finished_at.desc(), Run.pushed_at.desc()))
+            .order_by(*(c.desc() for c in pairing.ORDER_BY)))
     return [{"id": i, "finished_at": at, "source": src, "results": n} for i, at, src, n in session.execute(stmt)]
 
 
@@ -228,7 +223,7 @@ def run_list(session: Session, devices: list[str] | None = None, fingerprint: st
     stmt = (select(Run.id, Run.finished_at, Run.device_class, Run.device_name, Run.job_name, Run.model_name,
                    Run.fingerprint, Run.source, AccuracyRecord.passed, AccuracyRecord.problems,
                    AccuracyRecord.pass_at_1)
-            .outerjoin(AccuracyRecord).where(*where).order_by(Run.finished_at.desc(), Run.pushed_at.desc())
+            .outerjoin(AccuracyRecord).where(*where).order_by(*(c.desc() for c in pairing.ORDER_BY))
             .limit(limit))
     return total, [dict(row._mapping) for row in session.execute(stmt)]
 
@@ -270,7 +265,7 @@ def alert_markers(session: Session, fingerprint: str, metric: str, candidate: st
                   batch_size: int | None = None) -> list[dict]:
     """Alerts of one trend series, for markers on its chart: [{"at", "state", "label"}]. Detection judges the pairs
     it is configured for (910B3 vs A100); a chart of the reverse pair shows that series' alerts too, labelled so."""
-    bs = None if metric == "pass_at_1" else batch_size
+    bs = None if METRICS[metric].source == "humaneval" else batch_size
     out = []
     for key, note in ((SeriesKey(fingerprint, metric, candidate, baseline, bs), ""),
                       (SeriesKey(fingerprint, metric, baseline, candidate, bs), f" ({baseline} vs {candidate})")):

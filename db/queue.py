@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from db.engine import session_scope
 from db.models import QueueJob, Run, utc
-from runner.errors import UserError
+from core.errors import UserError
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 FINAL = ("done", "failed", "cancelled")

@@ -6,12 +6,13 @@ import datetime as dt
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
+from core.metrics import REGISTRY, TIMED
 from db.engine import session_scope
 from db.models import AccuracyRecord, PerfRecord, ProblemResult, Run, utc
 
-_STATS = ("ttft_ms", "e2e_ms", "tpot_ms", "first_token_tokens_per_s", "decode_tokens_per_s")
-_PLAIN = ("prompt_tokens", "new_tokens", "warmup", "repeats", "peak_memory_bytes", "bandwidth_gbps",
-          "bandwidth_util", "cpu_own_cores", "cpu_other_cores", "cpu_contention")
+# a perf record's settings and host load, then its untimed metrics (timed ones carry median/p10/p90 and raw repeats)
+_PLAIN = ("prompt_tokens", "new_tokens", "warmup", "repeats", "cpu_own_cores", "cpu_other_cores", "cpu_contention",
+          *(m.name for m in REGISTRY if m.source == "perf" and not m.timed))
 
 
 def _time(value: str) -> dt.datetime:
@@ -22,7 +23,7 @@ def _time(value: str) -> dt.datetime:
 def _perf_row(rec: dict) -> PerfRecord:
     row = PerfRecord(batch_size=rec["batch_size"], **{k: rec.get(k) for k in _PLAIN})
     raw = {}
-    for name in _STATS:
+    for name in TIMED:
         stat = rec.get(name) or {}
         setattr(row, name, stat.get("median"))
         for q in ("p10", "p90"):

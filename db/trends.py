@@ -1,10 +1,8 @@
 """Trends for one device pair: per (fingerprint, metric, batch size), the candidate/baseline/ratio points over time.
 
-Pairing (the same rule as db/alerts.py and the dashboard's per-job trend): the runs of the two devices for one
-fingerprint are walked in time order (finished_at, then pushed_at); each run, once both devices have one, adds a
-point pairing the latest run of each device at that moment. So every point is the comparison table as it stood
-right after a run landed (db/compare.py also takes the latest run of each device): a new candidate run and a new
-baseline run each add a point, and a ratio moves whichever side moved. A metric that the latest run of either side
+Points come from db/pairing.py (the rule the comparison table and the alerts use): each run, once both devices
+have one, adds a point pairing the latest run of each device at that moment, so every point is the comparison
+table as it stood right after a run landed, and a ratio moves whichever side moved. A metric that the latest run of either side
 lacks (an imported run without that figure, a batch size one side did not time) makes no point, as the table
 would print "missing" there.
 
@@ -21,15 +19,15 @@ from itertools import groupby
 from operator import itemgetter
 from typing import Iterator, NamedTuple
 
-from sqlalchemy import null, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from db.compare import ratio
+from core.errors import UserError
+from core.metrics import HEADLINE, ratio
 from db.models import AccuracyRecord, PerfRecord, Run, utc
-from runner.errors import UserError
+from db.pairing import paired
 
-SPEED_METRICS = ("first_token_tokens_per_s", "decode_tokens_per_s")
-METRICS = ("pass_at_1",) + SPEED_METRICS  # all higher-is-better: ratio = candidate / baseline reads the same way
+METRICS = tuple(m.name for m in HEADLINE)  # higher-is-better: ratio = candidate / baseline reads the same way
 
 
 class TrendKey(NamedTuple):
@@ -48,7 +46,7 @@ class Series:
     baseline_run: list[str] = field(default_factory=list)
     candidate: list[float] = field(default_factory=list)
     baseline: list[float] = field(default_factory=list)
-    ratio: list[float | None] = field(default_factory=list)  # db.compare.ratio: None where the table prints n/a
+    ratio: list[float | None] = field(default_factory=list)  # core.metrics.ratio: None where the table prints n/a
 
     def __len__(self) -> int:
         return len(self.at)
@@ -88,7 +86,7 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
     # collector's passes over 50,000 point tuples cost as much as the queries).
     conn = session.connection()
     values: dict[str, dict[tuple[str, int | None], float]] = {}  # run id -> {(metric, batch size): value}
-    speed = [m for m in metrics if m in SPEED_METRICS]
+    speed = [m.name for m in HEADLINE if m.source == "perf" and m.name in metrics]
     if speed:
         stmt = (select(perf.c.run_id, perf.c.batch_size, *(perf.c[m] for m in speed))
                 .join_from(perf, runs, runs.c.id == perf.c.run_id).where(*where))
@@ -98,30 +96,25 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
             for k, v in zip(keys.get(bs) or keys.setdefault(bs, [(m, bs) for m in speed]), row):
                 if v is not None:
                     got[k] = v
-    accuracy = "pass_at_1" in metrics
-    acc_key = ("pass_at_1", None)
+    accuracy = [m.name for m in HEADLINE if m.source == "humaneval" and m.name in metrics]
     ordered = conn.execute(
-        select(runs.c.id, runs.c.fingerprint, runs.c.device_class, runs.c.finished_at,
-               acc.c.pass_at_1 if accuracy else null())
+        select(runs.c.id, runs.c.fingerprint, runs.c.device_class, runs.c.finished_at, runs.c.pushed_at,
+               *(acc.c[m] for m in accuracy))
         .outerjoin_from(runs, acc, acc.c.run_id == runs.c.id).where(*where)
-        .order_by(runs.c.fingerprint, runs.c.finished_at, runs.c.pushed_at, runs.c.id)).all()
+        .order_by(runs.c.fingerprint)).all()
+    for row in ordered:
+        got = values.setdefault(row.id, {})
+        for m in accuracy:
+            if row._mapping[m] is not None:
+                got[(m, None)] = row._mapping[m]
 
     out: dict[TrendKey, Series] = {}
     for fp, fp_runs in groupby(ordered, key=itemgetter(1)):
         series: dict[tuple[str, int | None], Series] = {}
-        cand = base = None  # (run id, its values): the latest run of each device so far
-        for run_id, _fp, device, finished, pass_at_1 in fp_runs:
-            vals = values.get(run_id, {})
-            if pass_at_1 is not None:
-                vals[acc_key] = pass_at_1
-            if device == candidate:
-                cand = (run_id, vals)
-            else:
-                base = (run_id, vals)
-            if cand is None or base is None:
-                continue
-            at = utc(finished)
-            (c_id, c_vals), (b_id, b_vals) = cand, base
+        for arrived, cand, base in paired(fp_runs, candidate, baseline):
+            at = utc(arrived.finished_at)
+            c_id, b_id = cand.id, base.id
+            c_vals, b_vals = values[c_id], values[b_id]
             for key, c in c_vals.items():
                 b = b_vals.get(key)
                 if b is None:

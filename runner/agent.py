@@ -27,7 +27,7 @@ import threading
 
 from rich.console import Console
 
-from runner.errors import StoreError, UserError
+from core.errors import StoreError, UserError
 
 
 class HandBack(BaseException):

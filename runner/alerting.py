@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 
-from runner.errors import UserError
+from core.errors import UserError
 
 
 def pairs(value: str | None = None) -> tuple[tuple[str, str], ...]:

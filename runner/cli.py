@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from runner.errors import UserError
+from core.errors import UserError
+from core.rules import DEFAULT_BASELINE, DEFAULT_CANDIDATE
 
 app = typer.Typer(
     help="Cross-device LLM comparison: run a job on this host's device, push the results to the SQL store, "
@@ -58,11 +59,11 @@ def _check_format(fmt: str) -> None:
 
 
 def _print_comparison(engine, fingerprint: str | None, candidate: str, baseline: str, fmt: str) -> None:
-    from db import compare
+    from db import compare, tables
     from db.engine import session_scope
 
     with session_scope(engine) as session:
-        text = compare.render(compare.build(session, fingerprint, candidate, baseline), fmt)
+        text = tables.render(compare.build(session, fingerprint, candidate, baseline), fmt)
     out.print(text, markup=False, highlight=False, end="")
 
 
@@ -86,8 +87,8 @@ def submit(
     model_path: Annotated[Optional[str], typer.Option(
         "--model-path", help="Local HF directory or .gguf file for the model, overriding model.path in the job.")] = None,
     candidate: Annotated[str, typer.Option(help="Candidate side of the printed tables (this host's device takes "
-                                                "its place unless it is the baseline).")] = "910B3",
-    baseline: Annotated[str, typer.Option(help="Baseline side of the printed tables.")] = "A100",
+                                                "its place unless it is the baseline).")] = DEFAULT_CANDIDATE,
+    baseline: Annotated[str, typer.Option(help="Baseline side of the printed tables.")] = DEFAULT_BASELINE,
     db: DbOpt = None,
     fmt: FormatOpt = "markdown",
 ):
@@ -95,7 +96,8 @@ def submit(
 
     Example: runner submit --device cpu --job jobs/demo-cpu.toml
     """
-    from runner import devices, rundoc
+    from core import rundoc
+    from runner import devices
     from runner.spec import load_spec
 
     _check_format(fmt)
@@ -114,7 +116,7 @@ def submit(
         err.print(f"wrote run {doc['run_id']} to {out_file} (push it with: runner push {out_file})", highlight=False)
         return
     from runner import outbox
-    from runner.errors import StoreError
+    from core.errors import StoreError
 
     # Through the outbox, as an agent pushes: a store that went away during the run (or dies in the middle of the
     # push) leaves the finished run on this host, to replay, instead of losing an hour of measurement.
@@ -147,7 +149,7 @@ def push(
     """
     from db import store
     from db.engine import open_store
-    from runner import rundoc
+    from core import rundoc
 
     if not files and not from_outbox:
         raise UserError("give run documents to push, or --outbox to replay this host's outbox")
@@ -179,8 +181,8 @@ def push(
 @app.command()
 @user_errors
 def compare(
-    candidate: Annotated[str, typer.Option(help="Device class whose numbers are the numerator.")] = "910B3",
-    baseline: Annotated[str, typer.Option(help="Device class whose numbers are the denominator.")] = "A100",
+    candidate: Annotated[str, typer.Option(help="Device class whose numbers are the numerator.")] = DEFAULT_CANDIDATE,
+    baseline: Annotated[str, typer.Option(help="Device class whose numbers are the denominator.")] = DEFAULT_BASELINE,
     job: Annotated[Optional[Path], typer.Option("--job", "-j", help="Compare runs of this job spec.")] = None,
     fingerprint: Annotated[Optional[str], typer.Option(help="Compare runs with this job fingerprint.")] = None,
     db: DbOpt = None,
@@ -541,7 +543,7 @@ def agent(
     from db.engine import ensure_schema, make_engine
     from runner import devices
     from runner.agent import Agent
-    from runner.errors import StoreError
+    from core.errors import StoreError
 
     dev = devices.detect(device)
     engine = make_engine(db)

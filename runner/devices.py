@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from runner.errors import UserError
+from core.errors import UserError
 
 # device class -> (torch device type, distributed backend, substring of the detected device name)
 DEVICE_CLASSES: dict[str, tuple[str, str, str]] = {

@@ -12,7 +12,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from runner.errors import UserError
+from core.errors import UserError
 from runner.passk import pass_at_ks
 
 PROBLEM_FIELDS = ("task_id", "prompt", "test", "entry_point")

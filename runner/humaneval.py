@@ -9,7 +9,7 @@ import re
 import time
 from collections.abc import Callable
 
-from runner.errors import UserError
+from core.errors import UserError
 from runner.passk import pass_at_ks
 from runner.spec import HumanEvalSpec
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from runner.devices import Device
-from runner.errors import RunError, UserError
+from core.errors import RunError, UserError
 from runner.spec import JobSpec
 
 

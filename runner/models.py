@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runner.errors import UserError
+from core.errors import UserError
 from runner.spec import ModelSpec
 
 DEMO = "smollm2-135m-instruct"

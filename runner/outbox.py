@@ -19,13 +19,13 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from runner import rundoc
-from runner.errors import StoreError
+from core import rundoc
+from core.errors import StoreError
+from core.files import write_atomic
 
 ENV_VAR = "DEVCOMPARE_OUTBOX"
 
@@ -44,33 +44,6 @@ def _job_path(doc_path: Path) -> Path:
     return doc_path.with_suffix(".job")
 
 
-def _write_atomic(path: Path, text: str, lock: bool = False) -> int | None:
-    """Write through a temporary file, fsync, rename: a crash leaves the old file or none, never half of one.
-    With lock, the file is flocked before it gets its name and the locked descriptor is returned."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        if lock:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        with os.fdopen(os.dup(fd), "w") as f:  # a dup: closing it keeps `fd`, and so the lock, open
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)  # the rename itself must survive a power cut too
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if lock:
-        return fd
-    os.close(fd)
-    return None
-
-
 @contextlib.contextmanager
 def keep(doc: dict, job: tuple[int, str] | None = None, path: str | Path | None = None) -> Iterator[Path]:
     """Write a run document (and the queue job it belongs to) into the outbox; yields its path, locked against
@@ -84,8 +57,8 @@ def keep(doc: dict, job: tuple[int, str] | None = None, path: str | Path | None 
     where.mkdir(parents=True, exist_ok=True)
     doc_path = where / f"{doc['run_id']}.json"
     if job is not None:  # the job file first: a document is never seen without its job
-        _write_atomic(_job_path(doc_path), json.dumps({"job_id": job[0], "token": job[1]}) + "\n")
-    fd = _write_atomic(doc_path, json.dumps(doc, indent=1) + "\n", lock=True)
+        write_atomic(_job_path(doc_path), json.dumps({"job_id": job[0], "token": job[1]}) + "\n")
+    fd = write_atomic(doc_path, json.dumps(doc, indent=1) + "\n", lock=True)
     try:
         yield doc_path
     finally:
@@ -191,7 +164,7 @@ def deliver_kept(engine, doc: dict, job: tuple[int, str] | None = None, path: st
 
 def _push_directly(engine, doc: dict, job, where: Path, error: OSError, warn) -> Delivered:
     from db import queue, store
-    from runner.errors import UserError
+    from core.errors import UserError
 
     reason = error.strerror or str(error)
     if warn is not None:

@@ -43,7 +43,7 @@ def main() -> None:
         dist.init_process_group(backend=device.backend)
         doc = run_job(spec, device, model_path=args.model_path, rank=rank, world=world, local_rank=local_rank)
         if rank == 0:
-            from runner import rundoc
+            from core import rundoc
 
             rundoc.write(doc, Path(args.workdir) / "run.json")
         dist.barrier()

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from runner.errors import RunError
+from core.errors import RunError
 
 # -I -S: no environment, no site (faster); the worker imports from where we import. As a module, not a script, so
 # that its compiled bytecode is cached.

@@ -22,13 +22,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.errors import UserError
+from core.errors import UserError
+from core.toml import build, read_toml
 
 DTYPES = ("float32", "float16", "bfloat16")
 PROMPT_STYLES = ("completion", "instruct")
@@ -84,56 +82,6 @@ class JobSpec:
         return fingerprint(self)
 
 
-def _check_type(value, annotation, key: str):
-    """Validate `value` against a dataclass field annotation; return the value (ints accepted for floats)."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        errors = []
-        for option in typing.get_args(annotation):
-            if option is type(None):
-                if value is None:
-                    return None
-                continue
-            try:
-                return _check_type(value, option, key)
-            except UserError as e:
-                errors.append(e)
-        raise errors[0] if errors else UserError(f"{key}: unexpected value {value!r}")
-    if origin is list:
-        (item,) = typing.get_args(annotation)
-        if not isinstance(value, list):
-            raise UserError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation in (int, float, str, bool):
-        if isinstance(value, annotation) and not (annotation is int and isinstance(value, bool)):
-            return value
-        raise UserError(f"{key}: expected {annotation.__name__}, got {type(value).__name__} {value!r}")
-    if dataclasses.is_dataclass(annotation):
-        return _build(annotation, value, key)
-    raise AssertionError(f"unsupported annotation {annotation!r}")  # programming error, not user input
-
-
-def _build(cls, data, prefix: str):
-    if not isinstance(data, dict):
-        raise UserError(f"{prefix}: expected a table, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in names:
-            where = f"{prefix}.{key}" if prefix else key
-            raise UserError(f"unknown key '{where}' (allowed: {', '.join(sorted(names))})")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        where = f"{prefix}.{f.name}" if prefix else f.name
-        if f.name in data:
-            kwargs[f.name] = _check_type(data[f.name], hints[f.name], where)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise UserError(f"missing required key '{where}'")
-    return cls(**kwargs)
-
-
 def _validate(spec: JobSpec) -> None:
     m, p, h = spec.model, spec.perf, spec.humaneval
     if not m.name.strip():
@@ -174,27 +122,13 @@ def parse_spec(data: dict, default_name: str = "job") -> JobSpec:
     data.setdefault("name", default_name)
     if "humaneval" in data and data["humaneval"] is False:
         data["humaneval"] = None  # `humaneval = false` turns the accuracy pass off
-    spec = _build(JobSpec, data, "")
+    spec = build(JobSpec, data)
     _validate(spec)
     return spec
 
 
 def load_spec(path: str | Path) -> JobSpec:
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise UserError(f"job file not found: {path}") from None
-    except OSError as e:
-        raise UserError(f"cannot read job file {path}: {e.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise UserError(f"{path}: invalid TOML: {e}") from None
-    try:
-        return parse_spec(data, default_name=path.stem)
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
+    return read_toml(path, "job file", lambda data: parse_spec(data, default_name=Path(path).stem))
 
 
 def canonical(spec: JobSpec) -> dict:

@@ -24,7 +24,7 @@ import urllib.request
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
-from runner.errors import UserError
+from core.errors import UserError
 
 if TYPE_CHECKING:  # only for annotations: importing this module stays light
     from db.detect import Alert, SeriesKey

@@ -117,6 +117,6 @@ def store_url(request, tmp_path):
 
 @pytest.fixture
 def reference_docs():
-    from runner import rundoc
+    from core import rundoc
 
     return [rundoc.read(REPO / "examples" / f"reference-{d}.json") for d in ("910B3", "A100")]

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from db import store
 from db.engine import open_store, session_scope
 from db.models import Alert
-from runner import rundoc
+from core import rundoc
 from runner.cli import app
 
 runner = CliRunner()

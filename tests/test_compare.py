@@ -12,13 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from db import compare, store
+from core.metrics import ratio
+from db import compare, store, tables
 from db.engine import open_store, session_scope
 
 
 def _render(url, fmt, candidate="910B3", baseline="A100", fingerprint=None):
     with session_scope(open_store(url)) as s:
-        return compare.render(compare.build(s, fingerprint, candidate, baseline), fmt)
+        return tables.render(compare.build(s, fingerprint, candidate, baseline), fmt)
 
 
 def test_reference_ratios(store_url, reference_docs):
@@ -74,7 +75,7 @@ def test_latest_run_wins(reference_docs, tmp_path):
 
 @given(st.one_of(st.none(), st.floats(0, 1e6)), st.one_of(st.none(), st.floats(0, 1e6)))
 def test_ratio_is_none_exactly_when_undefined(c, b):
-    r = compare.ratio(c, b)
+    r = ratio(c, b)
     assert (r is None) == (c is None or b is None or b == 0 or not math.isfinite(c / b))
     if r is not None:
         assert r >= 0 and r * b == pytest.approx(c)

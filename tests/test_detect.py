@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from db.detect import (DEFAULT_RULES, MetricRule, Point, SeriesKey, Suppression, evaluate_series, load_config,
                        mcnemar_p, point_from_documents, suppressed_by)
-from runner import rundoc
-from runner.errors import UserError
+from core import rundoc
+from core.errors import UserError
 
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
 FP = "0123456789abcdef"

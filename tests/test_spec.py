@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.errors import UserError
+from core.errors import UserError
 from runner.spec import fingerprint, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent

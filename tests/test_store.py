@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 from db import store
 from db.engine import current_revision, head_revision, make_engine, open_store, session_scope, upgrade
 from db.models import Base, PerfRecord, ProblemResult, Run
-from runner.errors import StoreError
+from core.errors import StoreError
 
 
 def measured_doc(reference_docs) -> dict:

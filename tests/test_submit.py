@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from runner import rundoc
+from core import rundoc
 from runner.cli import app
 
 REPO = Path(__file__).resolve().parent.parent

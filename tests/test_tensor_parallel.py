@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from db.compare import token_agreement
-from runner import rundoc
+from core import rundoc
 from runner.cli import app
 
 runner = CliRunner()

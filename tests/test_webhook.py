@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from db.detect import DEFAULT_RULES, Point, SeriesKey, evaluate_series
-from runner.errors import UserError
+from core.errors import UserError
 from runner.webhook import SIGNATURE_HEADER, build_payload, send, should_send, sign, verify
 
 SECRET = "s3cret-hmac-key"

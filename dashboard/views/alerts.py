@@ -5,7 +5,7 @@ import streamlit as st
 
 from dashboard import _data as data
 from dashboard import _ui as ui
-from db.queries import TREND_METRICS
+from core.metrics import METRICS, titled
 
 st.title("Alerts")
 url = data.store_url()
@@ -21,7 +21,7 @@ def group(alert: dict) -> str:
 
 
 def shown(alert: dict, job_names: dict[str, str]) -> dict:
-    metric = TREND_METRICS.get(alert["metric"], alert["metric"])
+    metric = titled(METRICS[alert["metric"]]) if alert["metric"] in METRICS else alert["metric"]
     return {**alert, "series": metric if alert["batch_size"] is None else f"{metric}, batch {alert['batch_size']}",
             "pair": f"{alert['candidate_device']} / {alert['baseline_device']}",
             "fingerprint": job_names.get(alert["fingerprint"], alert["fingerprint"]),

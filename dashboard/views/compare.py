@@ -7,7 +7,7 @@ import streamlit as st
 
 from dashboard import _data as data
 from dashboard import _ui as ui
-from db.compare import fmt
+from core.metrics import format_value as fmt
 
 st.title("Compare")
 url = data.store_url()

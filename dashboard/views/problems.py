@@ -3,6 +3,7 @@ completions and verdicts from both devices side by side.
 """
 import streamlit as st
 
+from core.rules import problem_passed
 from dashboard import _data as data
 from dashboard import _ui as ui
 
@@ -29,7 +30,7 @@ def verdicts(samples: list[dict]) -> str:
 
 
 def outcome(fraction) -> str:
-    return "no result" if fraction is None else "passed" if fraction >= 0.5 else "failed"
+    return "no result" if fraction is None else "passed" if problem_passed(fraction) else "failed"
 
 
 with ui.store_errors(url):
@@ -62,11 +63,11 @@ with ui.store_errors(url):
         st.info(f"Paired test not available: {why}.")
 
     one_sided = [e for e in diff if e["candidate_pass"] is not None and e["baseline_pass"] is not None
-                 and (e["candidate_pass"] >= 0.5) != (e["baseline_pass"] >= 0.5)]
+                 and problem_passed(e["candidate_pass"]) != problem_passed(e["baseline_pass"])]
     st.subheader("Passed on one device only")
     if one_sided:
         ui.table([["problem", "passes on", f"{candidate} verdict", f"{baseline} verdict"]] + [
-            [e["task_id"], candidate if e["candidate_pass"] >= 0.5 else baseline,
+            [e["task_id"], candidate if problem_passed(e["candidate_pass"]) else baseline,
              verdicts(e["candidate"]), verdicts(e["baseline"])] for e in one_sided])
     else:
         st.success("No problem passes on one device only: the two runs agree problem by problem.")

@@ -7,8 +7,8 @@ import streamlit as st
 
 from dashboard import _data as data
 from dashboard import _ui as ui
-from db.compare import fmt
-from db.queries import TREND_METRICS
+from core.metrics import HEADLINE, METRICS, titled
+from core.metrics import format_value as fmt
 
 st.title("Trends")
 url = data.store_url()
@@ -52,22 +52,23 @@ with ui.store_errors(url):
     row = st.columns(4)
     candidate, baseline = ui.pick_pair(job, row[:2])
     with row[2]:
-        metric = st.selectbox("Metric", list(TREND_METRICS), format_func=TREND_METRICS.get, key="metric")
+        metric = st.selectbox("Metric", [m.name for m in HEADLINE], format_func=lambda m: titled(METRICS[m]),
+                              key="metric")
     batch_size = None
-    if metric != "pass_at_1":
+    if METRICS[metric].source == "perf":
         sizes = data.batch_sizes(url, job["fingerprint"])
         with row[3]:
             batch_size = st.selectbox("Batch size", sizes, key="batch_size") if sizes else None
     ui.check_pair(url, job, candidate, baseline)
     series = data.trend(url, job["fingerprint"], candidate, baseline, metric, batch_size)
     markers = data.alert_markers(url, job["fingerprint"], metric, candidate, baseline, batch_size)
-    label = TREND_METRICS[metric]
+    label = titled(METRICS[metric])
     if not series["values"]:
         st.info(f"No run of this job on {candidate} or {baseline} recorded {label}"
                 f"{'' if batch_size is None else f' at batch size {batch_size}'}.")
         st.stop()
 
-    kind = "fraction" if metric == "pass_at_1" else "value"
+    kind = METRICS[metric].kind
     cols = st.columns(3)
     ratios = series["ratios"]
     if ratios:

@@ -1,19 +1,18 @@
 """Run documents: one JSON file per run, the unit that is written (`submit --out`), pushed, and replayed.
 
-The format is versioned ("devcompare.run/1") and described by runner/schema/run-document-v1.json; every document
+The format is versioned ("devcompare.run/1") and described by core/schema/run-document-v1.json; every document
 is validated against it before it is written or pushed.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import tempfile
 import uuid
 from functools import cache
 from pathlib import Path
 
-from runner.errors import UserError
+from core.errors import UserError
+from core.files import write_atomic
 
 FORMAT = "devcompare.run/1"
 SCHEMA_PATH = Path(__file__).parent / "schema" / "run-document-v1.json"
@@ -48,19 +47,9 @@ def new_document(*, device: dict, environment: dict, job_name: str, fingerprint:
 
 
 def write(doc: dict, path: str | Path) -> None:
-    """Validate, then write atomically: a crash leaves the old file or none, never half a document."""
+    """Validate, then write atomically (core.files): a crash leaves the old file or none, never half a document."""
     validate(doc)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(doc, indent=1) + "\n")
 
 
 def read(path: str | Path) -> dict:

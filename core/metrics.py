@@ -1,0 +1,85 @@
+"""The metric registry: every metric the product compares, defined once.
+
+A metric's entry says where it is measured (a perf record per batch size, or the HumanEval record), how it is
+labelled and formatted, which direction is better, whether it heads the comparison table, trends and alerts, and
+how its default alert rule differs from the common one. The comparison tables, trends, alert series, the store's
+ingest and the dashboard all read this table; none keeps a list of its own.
+
+Adding a metric (see ARCHITECTURE.md for a worked example): add a `Metric` here, measure it where its `source`
+is produced (runner/perf.py for "perf", runner/humaneval for "humaneval"), and give it a column in db/models.py
+with an Alembic migration. Tables, trends, alerts and the dashboard pick it up from its flags.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, Mapping
+
+Source = Literal["perf", "humaneval"]
+Kind = Literal["value", "fraction", "count"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str  # the key in run documents and the column in the store
+    label: str  # what people read (the reference report's wording where it has one)
+    unit: str  # "" for plain numbers
+    source: Source  # "perf": one value per batch size; "humaneval": one per run
+    higher_is_better: bool = True
+    kind: Kind = "value"  # how a value is formatted
+    timed: bool = False  # a timing: stored as median with p10/p90 and every raw repeat
+    headline: bool = False  # a row or column of the comparison table, a trend and an alert series
+    # overrides of the default alert rule (db.alerts.detect.MetricRule fields); MappingProxy keeps the registry frozen
+    alert: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+
+    def format(self, value) -> str:
+        return format_value(value, self.kind)
+
+
+REGISTRY: tuple[Metric, ...] = (
+    # HumanEval (the reference report's accuracy table)
+    Metric("problems", "HumanEval problems", "", "humaneval", kind="count"),
+    Metric("passed", "passed", "", "humaneval", kind="count"),
+    # pass@1 moves in steps of 1/164: the paired test on per-problem outcomes tells a real drop from noise
+    Metric("pass_at_1", "pass@1", "", "humaneval", kind="fraction", headline=True,
+           alert=MappingProxyType({"paired_alpha": 0.05})),
+    # speed (the reference report's speed table, per batch size)
+    Metric("first_token_tokens_per_s", "first-token speed", "tokens/s", "perf", timed=True, headline=True),
+    Metric("decode_tokens_per_s", "incremental speed", "tokens/s", "perf", timed=True, headline=True),
+    Metric("ttft_ms", "time to first token", "ms", "perf", higher_is_better=False, timed=True),
+    Metric("tpot_ms", "time per output token", "ms", "perf", higher_is_better=False, timed=True),
+    Metric("e2e_ms", "end-to-end latency", "ms", "perf", higher_is_better=False, timed=True),
+    Metric("peak_memory_bytes", "peak device memory", "bytes", "perf", higher_is_better=False, kind="count"),
+    Metric("bandwidth_gbps", "memory bandwidth", "GB/s", "perf"),
+    Metric("bandwidth_util", "bandwidth utilisation", "", "perf", kind="fraction"),
+)
+METRICS: dict[str, Metric] = {m.name: m for m in REGISTRY}
+HEADLINE: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.headline)  # table columns, trends, alert series
+ACCURACY_ROWS: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.source == "humaneval")  # the accuracy table
+SPEED: tuple[Metric, ...] = tuple(m for m in HEADLINE if m.source == "perf")  # the speed table's columns
+TIMED: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.timed)
+
+
+def titled(metric: Metric) -> str:
+    """Label with unit, as a table header: "first-token speed (tokens/s)"."""
+    return f"{metric.label} ({metric.unit})" if metric.unit else metric.label
+
+
+def ratio(candidate, baseline) -> float | None:
+    """candidate / baseline; None ("n/a") over a missing or zero baseline, never a made-up number."""
+    if candidate is None or baseline is None or baseline == 0:
+        return None
+    r = candidate / baseline
+    return r if math.isfinite(r) else None  # a denormal baseline overflows: as undefined as a zero one
+
+
+def format_value(value, kind: str = "value") -> str:
+    """A value as the tables print it: "missing" for an absent value, "n/a" for an undefined ratio."""
+    if value is None:
+        return "n/a" if kind == "ratio" else "missing"
+    if isinstance(value, int):
+        return str(value)
+    if kind in ("ratio", "fraction"):
+        return f"{value:.4f}".rstrip("0").rstrip(".") if value == round(value) else f"{value:.4f}"
+    return f"{value:.5g}"

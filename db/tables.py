@@ -1,0 +1,72 @@
+"""A comparison (db/compare.py) as text: the two tables as rows of strings (what the CLI and the dashboard show),
+and rendered as markdown, CSV or JSON for `runner compare`."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from core.errors import UserError
+from core.metrics import ACCURACY_ROWS, SPEED, format_value, titled
+from db.compare import Comparison
+from db.models import Run, utc
+
+
+def tables(cmp: Comparison) -> tuple[list[list[str]], list[list[str]]]:
+    """The two tables as rows of strings, header first: what markdown, CSV and the dashboard show."""
+    acc = [["", cmp.candidate, cmp.baseline, "ratio"]]
+    for metric, row in zip(ACCURACY_ROWS, cmp.accuracy):
+        acc.append([metric.label, metric.format(row["candidate"]), metric.format(row["baseline"]),
+                    format_value(row["ratio"], "ratio")])
+    speed = [["device", "batch size"] + [titled(m) for m in SPEED]]
+    for row in cmp.speed:
+        bs = str(row["batch_size"])
+        for side, device in (("candidate", cmp.candidate), ("baseline", cmp.baseline)):
+            speed.append([device, bs] + [m.format(row[m.name][side]) for m in SPEED])
+        speed.append(["ratio", bs] + [format_value(row[m.name]["ratio"], "ratio") for m in SPEED])
+    return acc, speed
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(lines)
+
+
+def _run_line(label: str, run: Run | None) -> str:
+    if run is None:
+        return f"{label}: no run"
+    src = f", imported from {run.imported_from}" if run.source == "imported" else ""
+    return f"{label}: run {run.id} ({run.device_name or run.device_class}, {utc(run.finished_at):%Y-%m-%d %H:%M} UTC{src})"
+
+
+def _agreement_line(cmp: Comparison) -> str:
+    ta = cmp.token_agreement
+    if ta is None:
+        return ""
+    where = ("identical throughout" if ta["first_divergence"] is None else
+             f"first divergence at token {ta['first_divergence']['position']} of {ta['first_divergence']['task']}")
+    return f"\nGreedy token agreement ({ta['tokens']} probe tokens): {ta['share']:.2%}, {where}\n"
+
+
+def render(cmp: Comparison, fmt_name: str = "markdown") -> str:
+    acc, speed = tables(cmp)
+    if fmt_name == "markdown":
+        head = f"**{cmp.job_name}** (fingerprint `{cmp.fingerprint}`), {cmp.candidate} vs {cmp.baseline}"
+        runs = "\n".join(f"- {_run_line(d, r)}" for d, r in ((cmp.candidate, cmp.candidate_run),
+                                                             (cmp.baseline, cmp.baseline_run)))
+        return f"{head}\n\n{runs}\n\n{_markdown_table(acc)}\n\n{_markdown_table(speed)}\n{_agreement_line(cmp)}"
+    if fmt_name == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerows(acc)
+        w.writerow([])
+        w.writerows(speed)
+        return out.getvalue()
+    if fmt_name == "json":
+        return json.dumps({
+            "fingerprint": cmp.fingerprint, "job": cmp.job_name, "candidate": cmp.candidate, "baseline": cmp.baseline,
+            "candidate_run": cmp.candidate_run.id if cmp.candidate_run else None,
+            "baseline_run": cmp.baseline_run.id if cmp.baseline_run else None,
+            "accuracy": cmp.accuracy, "speed": cmp.speed, "token_agreement": cmp.token_agreement}, indent=2) + "\n"
+    raise UserError(f"unknown format {fmt_name!r} (markdown, csv, json)")
