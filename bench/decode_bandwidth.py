@@ -2,7 +2,7 @@
 
 Demo model on this CPU; the peak is the measured copy bandwidth (runner.roofline). Both are measured in this one
 process: our prefill + decode loop (runner.perf) and `model.generate` with EOS ignored, whose decode time is
-generate(n tokens) - generate(1 token). Target (issue 3): ours at least as high as generate's.
+generate(n tokens) - generate(1 token). Target: ours at least as high as generate's.
 
 Run: .venv/bin/python -m bench.decode_bandwidth [--new-tokens 64] [--repeats 5]
 """

@@ -6,7 +6,7 @@ Demo model, the first 40 HumanEval problems, at most 128 new tokens, greedy. Two
 - a stronger one: the same loop with `stop_strings`, so each prompt stops as soon as its completion is complete.
 Ours: `runner.humaneval.generate` (length-sorted left-padded batches, finished rows leave the batch).
 All paths run in this one process, one after the other, so the ratios are measured side by side.
-Target (issue 3): ours at least 4x faster in wall time than the reference workflow, >= 95% identical completions.
+Target: ours at least 4x faster in wall time than the reference workflow, >= 95% identical completions.
 
 Run: .venv/bin/python -m bench.humaneval_speed [--problems 40] [--batch-size 16]
 """

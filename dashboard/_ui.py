@@ -2,7 +2,7 @@
 pickers that follow the user from page to page, and HTML tables.
 
 Tables that people read and copy are `st.table` (static HTML): `st.dataframe` draws on a canvas that headless
-Chromium shows blank (DESIGN.md "Dashboard"). Long, sortable lists may still use `st.dataframe`.
+Chromium shows blank. Long, sortable lists may still use `st.dataframe`.
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from db import compare, pairing, stats, tables, trends
 from db.detect import SeriesKey
 from db.models import AccuracyRecord, Alert, PerfRecord, ProblemResult, Run
 
-# Environment fields whose change can move a ratio (DESIGN.md "Comparison semantics"): always shown, "not recorded"
+# Environment fields whose change can move a ratio: always shown, "not recorded"
 # where a run lacks them. Then context, shown where either run recorded it.
 VERSION_KEYS = (("torch", "torch"), ("torch_npu", "torch_npu"), ("cann", "CANN"), ("driver", "driver"),
                 ("cuda", "CUDA"), ("transformers", "transformers"))

@@ -2,8 +2,8 @@
 
 - Accuracy: problems are paired (both devices ran the same ones), so the test is the exact McNemar test on the
   discordant problems (passed on one device only) and the interval is a paired bootstrap over problems of the
-  pass@1 difference. A problem with several samples counts as passed when at least half of its samples pass
-  (the same rule as db/detect.py), and contributes its pass fraction to pass@1.
+  pass@1 difference. A problem with several samples counts as passed by core.rules.problem_passed, and
+  contributes its pass fraction to pass@1.
 - Speed: the two devices' repeats are independent samples, so the ratio's interval is a bootstrap of
   median(candidate repeats) / median(baseline repeats), each side resampled on its own.
 
@@ -15,28 +15,16 @@ Example:
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from core.rules import mcnemar_p, problem_passed
+
 ALPHA = 0.05  # two-sided significance level of the accuracy test; intervals are (1 - ALPHA) = 95%
 RESAMPLES = 2000  # bootstrap resamples: the 2.5% / 97.5% percentiles move by < 1% of the width at this count
 SEED = 20240601  # fixed, so a page shows the same interval on every reload
-
-
-def mcnemar_exact(candidate_only: int, baseline_only: int) -> float:
-    """Two-sided exact McNemar p: the discordant problems split as Binomial(b + c, 1/2) under no difference.
-
-    With p = 1/2 the distribution is symmetric, so the two-sided p is twice the smaller tail, capped at 1 (what
-    scipy.stats.binomtest gives; computed here with integers, so the first page view does not import scipy).
-    """
-    n, k = candidate_only + baseline_only, min(candidate_only, baseline_only)
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1))
-    return min(1.0, 2 * tail / 2**n)
 
 
 @dataclass(frozen=True)
@@ -68,7 +56,7 @@ def paired_accuracy(candidate: Mapping[str, float], baseline: Mapping[str, float
         return None
     c = np.array([candidate[t] for t in common], dtype=float)
     b = np.array([baseline[t] for t in common], dtype=float)
-    cp, bp = c >= 0.5, b >= 0.5
+    cp, bp = problem_passed(c), problem_passed(b)  # elementwise on arrays
     d = c - b  # per-problem pass@1 difference: its mean is the pass@1 difference
     rng = np.random.default_rng(seed)
     means = d[rng.integers(0, len(d), size=(resamples, len(d)))].mean(axis=1)
@@ -76,7 +64,7 @@ def paired_accuracy(candidate: Mapping[str, float], baseline: Mapping[str, float
     only_c, only_b = int(np.sum(cp & ~bp)), int(np.sum(bp & ~cp))
     return AccuracyTest(problems=len(common), both=int(np.sum(cp & bp)), candidate_only=only_c,
                         baseline_only=only_b, neither=int(np.sum(~cp & ~bp)), difference=float(d.mean()),
-                        interval=(float(lo), float(hi)), p_value=mcnemar_exact(only_c, only_b))
+                        interval=(float(lo), float(hi)), p_value=mcnemar_p(only_c, only_b))
 
 
 def ratio_interval(candidate: Sequence[float] | None, baseline: Sequence[float] | None,

@@ -2,7 +2,7 @@
 
 The declared `--device` is checked against the hardware torch sees; a mismatch is a UserError that says what was
 found. torch_npu is imported only on the npu path, and every way it can fail without CANN counts as "no npu here"
-(see shared NPU.md: even `import torch` can fail when torch_npu is installed without CANN).
+(even `import torch` can fail when torch_npu is installed without CANN).
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from runner.devices import Device, cpu_model
 
-# Settings that change speed on Ascend or NVIDIA hosts (shared NPU.md); recorded when set.
+# Settings that change speed on Ascend or NVIDIA hosts (torch_npu and CUDA documentation); recorded when set.
 SPEED_ENV_VARS = ("TASK_QUEUE_ENABLE", "CPU_AFFINITY_CONF", "ASCEND_LAUNCH_BLOCKING", "HCCL_BUFFSIZE",
                   "ASCEND_RT_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "TORCH_DEVICE_BACKEND_AUTOLOAD")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ def _memory_bytes() -> int | None:
 
 
 def _cann_version() -> str | None:
-    """CANN toolkit version from torch.version.cann or the install-info files (shared NPU.md)."""
+    """CANN toolkit version from torch.version.cann or the toolkit's install-info files."""
     import torch
 
     if getattr(torch.version, "cann", None):

@@ -1,4 +1,4 @@
-"""Inference timing: TTFT, first-token and decode tokens/s, TPOT, exactly as DESIGN.md pins them.
+"""Inference timing: TTFT, first-token and decode tokens/s, TPOT, as the README's metric definitions pin them.
 
 One timed call = prefill of an already tokenized, already on-device batch, then greedy decode of `new_tokens - 1`
 more tokens, EOS ignored so every device generates the same length (gpt-fast's prefill -> decode_n_tokens chain).

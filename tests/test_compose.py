@@ -1,5 +1,5 @@
 """docker-compose.yml: valid for Compose (Debian's docker-compose validates without a Docker engine), the services and
-profiles DESIGN.md asks for, the accelerator plumbing of each agent, and every `runner` command it runs exists."""
+profiles the README describes, the accelerator plumbing of each agent, and every `runner` command it runs exists."""
 from __future__ import annotations
 
 import re

@@ -6,15 +6,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import binomtest
 
+from core.rules import mcnemar_p
 from db import queries, stats
 from db.engine import open_store, session_scope
 from tests.test_dashboard import MEASURED_FP, REFERENCE_FP, seed
 
 
-@given(st.integers(0, 200), st.integers(0, 200))
-def test_mcnemar_is_scipys_exact_binomial_test(b, c):
-    expected = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5).pvalue
-    assert stats.mcnemar_exact(b, c) == pytest.approx(expected, rel=1e-9, abs=1e-300)
+@given(st.integers(0, 200), st.integers(0, 200), st.sampled_from(["two-sided", "less"]))
+def test_mcnemar_is_scipys_exact_binomial_test(b, c, alternative):
+    expected = 1.0 if b + c == 0 else binomtest(b, b + c, 0.5, alternative=alternative).pvalue
+    assert mcnemar_p(b, c, alternative) == pytest.approx(expected, rel=1e-9, abs=1e-300)
 
 
 def test_paired_accuracy_counts_interval_and_label():

@@ -41,7 +41,7 @@ def test_smoke_submit_out_writes_a_valid_document_without_pushing(monkeypatch, t
         n, b = rec["new_tokens"], rec["batch_size"]
         ttft, e2e = rec["ttft_ms"]["raw"], rec["e2e_ms"]["raw"]
         assert len(ttft) == rec["repeats"] == 3  # warm-ups are not among the repeats
-        for i in range(3):  # DESIGN.md's definitions, per repeat
+        for i in range(3):  # the README's metric definitions, per repeat
             assert 0 < ttft[i] < e2e[i]
             assert rec["first_token_tokens_per_s"]["raw"][i] == pytest.approx(b / (ttft[i] / 1e3))
             assert rec["decode_tokens_per_s"]["raw"][i] == pytest.approx(b * (n - 1) / ((e2e[i] - ttft[i]) / 1e3))
