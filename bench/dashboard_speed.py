@@ -84,7 +84,7 @@ def seed(engine, runs: int) -> dict:
 
 def time_page(repeats: int) -> dict:
     """Times of AppTest.run() on one AppTest: its first run also scans the installed packages for components
-    (~0.7 s here, once per AppTest; a server does it once at start) and imports the page's libraries."""
+    (once per AppTest; a server does it once at start) and imports the page's libraries."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 

@@ -3,12 +3,12 @@ two batch sizes with raw repeats, a token probe), then time the two read paths p
 - the comparison query for one fingerprint (db.compare.build: latest run of each device, perf + accuracy);
 - the trend query for one device pair (db.trends.pair_trends: every series of every fingerprint).
 
-Targets (issue 5): ingest >= 50 runs/s through db.store.push (one transaction per run, as agents push), comparison
+Targets: ingest >= 50 runs/s through db.store.push (one transaction per run, as agents push), comparison
 < 100 ms and trend < 300 ms at 10,000 runs. Query times are the median of --repeats calls after one warm-up.
 
 Runs alternate 910B3 / A100 over --fingerprints jobs, one run every 10 minutes of simulated time, so the device
 pair covers every run (the trend query's worst case). PostgreSQL: --pg-url (or $DATABASE_URL) names a server whose
-given database is used as is; without one a throw-away cluster is started with the test suite's helper.
+given database is used as is; without one a throw-away cluster is started (db/testing.py, as the tests do).
 
 Run: .venv/bin/python -m bench.store_scale [--runs 10000] [--backends sqlite,postgresql]
 """
@@ -27,7 +27,6 @@ from pathlib import Path
 
 from bench._report import write_section
 
-REPO = Path(__file__).resolve().parent.parent
 CANDIDATE, BASELINE = "910B3", "A100"
 
 
@@ -148,11 +147,10 @@ def main(argv=None) -> None:
             elif backend == "postgresql":
                 url = args.pg_url
                 if url is None:
-                    sys.path.insert(0, str(REPO))
-                    from tests.conftest import PgCluster, _new_pg_database  # one cluster helper for tests and bench
+                    from db.testing import PgCluster, new_database
 
                     cluster = PgCluster()
-                    url = _new_pg_database(cluster.url)
+                    url = new_database(cluster.url)
             else:
                 raise SystemExit(f"unknown backend {backend!r} (sqlite, postgresql)")
             print(f"{backend}: ingesting {args.runs} runs x {args.problems} problem records", file=sys.stderr)

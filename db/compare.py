@@ -52,6 +52,10 @@ def token_agreement(a: dict | None, b: dict | None) -> dict | None:
     return {"share": same / total, "tokens": total, "first_divergence": first}
 
 
+class NoSharedJob(UserError):
+    """No fingerprint given, and no job has runs on both devices to pick one from."""
+
+
 def latest_shared_fingerprint(session: Session, candidate: str, baseline: str) -> str | None:
     """The fingerprint with runs on both devices whose newest run is the most recent."""
     stmt = (select(Run.fingerprint).where(Run.device_class.in_([candidate, baseline]))
@@ -62,12 +66,11 @@ def latest_shared_fingerprint(session: Session, candidate: str, baseline: str) -
 
 def build(session: Session, fingerprint: str | None, candidate: str, baseline: str) -> Comparison:
     if candidate == baseline:
-        raise UserError(f"--candidate and --baseline are both {candidate}: pick two different device classes")
+        raise UserError(f"candidate and baseline are both {candidate}: pick two different device classes")
     if fingerprint is None:
         fingerprint = latest_shared_fingerprint(session, candidate, baseline)
         if fingerprint is None:
-            raise UserError(f"no job has runs on both {candidate} and {baseline}: pass --job FILE or --fingerprint F "
-                            "(see `runner runs`), or submit a run on the missing device")
+            raise NoSharedJob(f"no job has runs on both {candidate} and {baseline}")
     cand, base = latest_run(session, fingerprint, candidate), latest_run(session, fingerprint, baseline)
     if cand is None and base is None:
         raise UserError(f"no runs for fingerprint {fingerprint} on {candidate} or {baseline}")

@@ -1,6 +1,6 @@
 """Engine and session handling: which store, how to connect, one session scope, and the schema check.
 
-The store is any SQLAlchemy URL: `--db`, else `DEVCOMPARE_DB_URL`, else a SQLite file under the user's data
+The store is any SQLAlchemy URL: the one given, else `DEVCOMPARE_DB_URL`, else a SQLite file under the user's data
 directory (WAL, busy timeout), so one command works on a laptop and a fleet points every host at PostgreSQL.
 Driver errors leave this module as `StoreError`, one line that says what to do.
 """

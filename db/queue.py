@@ -68,9 +68,9 @@ def _held(job_id: int, token: str):
 def enqueue(engine: Engine, spec, device_classes: Sequence[str], max_attempts: int = 3) -> list[int]:
     """One queued job per device class (duplicates dropped); returns their ids in the order given."""
     if max_attempts < 1:
-        raise UserError(f"--max-attempts must be >= 1, got {max_attempts}")
+        raise UserError(f"a job needs at least one attempt: max_attempts is {max_attempts}")
     if not device_classes:
-        raise UserError("give at least one --device")
+        raise UserError("a job needs at least one device class to run on")
     with session_scope(engine) as session:
         now = _now(session)
         rows = [QueueJob(device_class=d, job_name=spec.name, fingerprint=spec.fingerprint, spec=spec.to_dict(),
@@ -121,7 +121,7 @@ def attach_run(engine: Engine, job_id: int, token: str, run_id: str) -> bool:
 
 def complete(engine: Engine, job_id: int, token: str, run_id: str) -> bool:
     """The job's run is in the store: done. Also when the claim was lost meanwhile because a store outage outlasted
-    --stale-after and the job went back to queued (or failed on its last attempt): its run exists, so it must not
+    the stale limit and the job went back to queued (or failed on its last attempt): its run exists, so it must not
     run again. A job that another agent is running now, or that was cancelled, is left alone. False then."""
     with session_scope(engine) as session:
         now = _now(session)
@@ -200,7 +200,7 @@ def list_jobs(session: Session, state: str | None = None, device_class: str | No
               limit: int = 100) -> list[dict]:
     """The newest jobs first, as plain dicts (id, device, state, attempts, run id, ...)."""
     if state is not None and state not in STATES:
-        raise UserError(f"--state must be one of {', '.join(STATES)}, not {state!r}")
+        raise UserError(f"unknown job state {state!r}: one of {', '.join(STATES)}")
     stmt = select(QueueJob).order_by(QueueJob.id.desc()).limit(limit)
     if state is not None:
         stmt = stmt.where(QueueJob.state == state)

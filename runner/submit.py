@@ -4,7 +4,7 @@ Order matters for trust and for "nothing lost": the job file, the device, the te
 all checked before any rank starts, so a typo fails in a second rather than after an hour; the document is validated
 before it is written or pushed, and the push is one transaction.
 
-With `tensor_parallel = N > 1` the same `run_job` runs on N ranks under torchrun (runner.launch / runner.rank):
+With `tensor_parallel = N > 1` the same `run_job` runs on N ranks under torchrun (runner.tp.launch / runner.tp.rank):
 every rank makes the same model calls, rank 0 keeps the records and executes the HumanEval samples.
 """
 from __future__ import annotations
@@ -111,7 +111,7 @@ def run_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = N
 def submit_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = None,
                console: Console | None = None) -> dict:
     """Run the job in this process, or on N tensor-parallel ranks; returns the validated run document."""
-    from runner import launch
+    from runner.tp import launch
 
     model_dir = models.resolve(spec.model, model_path)  # converts the demo model once, before any rank starts
     launch.check_size(models.model_config(model_dir), spec.model.tensor_parallel, device)

@@ -1,4 +1,5 @@
-"""The store on SQLite and on a real PostgreSQL: schema, round trip, idempotent push, schema-behind errors."""
+"""The store on SQLite and on a real PostgreSQL: schema, round trip, idempotent push, schema-behind errors, and
+trends of a device pair over stored runs."""
 from __future__ import annotations
 
 import copy
@@ -102,3 +103,54 @@ def test_unreachable_store_is_a_store_error():
     with pytest.raises(StoreError) as e:
         open_store("postgresql://nobody@127.0.0.1:1/none")
     assert "127.0.0.1" in str(e.value)
+
+
+# -- trends for a device pair (db/trends.py) ---------------------------------------------------------------------------
+
+def _run(reference_docs, device: str, at: str, decode: dict[int, float], pass_at_1: float | None,
+         fingerprint: str = "f" * 16) -> dict:
+    doc = copy.deepcopy(reference_docs[1])
+    doc.update(run_id=str(uuid.uuid4()), started_at=at, finished_at=at)
+    doc["device"]["class"] = device
+    doc["job"]["fingerprint"] = fingerprint
+    doc["perf"] = [{"batch_size": bs, "first_token_tokens_per_s": {"median": 1.0},
+                    "decode_tokens_per_s": {"median": v}} for bs, v in decode.items()]
+    doc["humaneval"] = None if pass_at_1 is None else {"problems": 10, "passed": round(10 * pass_at_1),
+                                                         "pass_at_k": {"1": pass_at_1}}
+    return doc
+
+
+def test_pair_trends_follow_the_table_as_it_stood(store_url, reference_docs):
+    from db import queries, trends
+
+    engine = open_store(store_url)
+    runs = [_run(reference_docs, "A100", "2026-01-01T00:00:00+00:00", {1: 10.0, 2: 20.0}, 0.5),
+            _run(reference_docs, "910B3", "2026-01-02T00:00:00+00:00", {1: 5.0, 2: 10.0}, 0.25),
+            _run(reference_docs, "cpu", "2026-01-02T12:00:00+00:00", {1: 1.0}, 0.0),  # not in the pair
+            _run(reference_docs, "A100", "2026-01-03T00:00:00+00:00", {1: 20.0}, None),  # baseline moved; no bs 2
+            _run(reference_docs, "910B3", "2026-01-04T00:00:00+00:00", {1: 10.0, 2: 10.0}, 0.5),
+            _run(reference_docs, "910B3", "2026-01-05T00:00:00+00:00", {1: 0.0}, 0.5, fingerprint="e" * 16)]
+    for doc in runs:
+        store.push(engine, doc)
+    with session_scope(engine) as s:
+        series = trends.pair_trends(s, "910B3", "A100")
+        assert list(series) == [trends.TrendKey("f" * 16, "decode_tokens_per_s", 1),
+                                trends.TrendKey("f" * 16, "decode_tokens_per_s", 2),
+                                trends.TrendKey("f" * 16, "first_token_tokens_per_s", 1),
+                                trends.TrendKey("f" * 16, "first_token_tokens_per_s", 2),
+                                trends.TrendKey("f" * 16, "pass_at_1", None)]  # "e...": no A100 run, no point
+        bs1 = series[trends.TrendKey("f" * 16, "decode_tokens_per_s", 1)]
+        # one point per run once both sides exist: the 910B3 run, the A100 run that moved the baseline, the 910B3 run
+        assert bs1.ratio == [0.5, 0.25, 0.5]
+        assert [p.at.day for p in bs1.points()] == [2, 3, 4]
+        assert bs1.candidate_run == [runs[1]["run_id"], runs[1]["run_id"], runs[4]["run_id"]]
+        assert bs1.baseline_run == [runs[0]["run_id"], runs[3]["run_id"], runs[3]["run_id"]]
+        # the latest A100 run has no batch size 2 (and no accuracy): the table says "missing", the series no point
+        assert series[trends.TrendKey("f" * 16, "decode_tokens_per_s", 2)].ratio == [0.5]
+        assert series[trends.TrendKey("f" * 16, "pass_at_1", None)].ratio == [0.5]
+        # the dashboard's per-job trend pairs runs by the same rule
+        dash = queries.trend(s, "f" * 16, "910B3", "A100", "decode_tokens_per_s", 1)["ratios"]
+        assert [r["ratio"] for r in dash] == bs1.ratio
+        assert trends.pair_trends(s, "910B3", "A100", fingerprint="e" * 16) == {}
+        with pytest.raises(Exception, match="both A100"):
+            trends.pair_trends(s, "A100", "A100")

@@ -37,7 +37,7 @@ def _completions(doc: dict) -> list[str]:
 
 
 def _no_rank_left():
-    leftovers = [p for p in psutil.process_iter(["cmdline"]) if "runner.rank" in " ".join(p.info["cmdline"] or [])]
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if "runner.tp.rank" in " ".join(p.info["cmdline"] or [])]
     assert leftovers == []
 
 

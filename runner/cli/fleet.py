@@ -63,26 +63,13 @@ def agent(
 
     Example: runner agent --device 910B3 --db postgresql://runner@db-host/devcompare
     """
-    import time
-
-    from db.engine import ensure_schema, make_engine
+    from db.engine import make_engine
     from runner import devices
-    from runner.agent import Agent
-    from core.errors import StoreError
+    from runner.fleet.agent import Agent
 
     dev = devices.detect(device)
-    engine = make_engine(db)
-    agent = Agent(engine, dev, name=name, model_path=model_path, poll_s=poll_interval, heartbeat_s=heartbeat,
-                  stale_after_s=stale_after, once=once, console=err)  # bad options fail now, not after the wait
-    while True:  # a daemon waits for its store (it may start before the database); --once fails fast
-        try:
-            ensure_schema(engine)
-            break
-        except StoreError as e:
-            if once:
-                raise
-            err.print(f"waiting for the store: {e}", highlight=False)
-            time.sleep(max(poll_interval, 1.0))
+    agent = Agent(make_engine(db), dev, name=name, model_path=model_path, poll_s=poll_interval,
+                  heartbeat_s=heartbeat, stale_after_s=stale_after, once=once, console=err)
     raise typer.Exit(agent.serve())
 
 

@@ -18,8 +18,12 @@ def print_comparison(engine, fingerprint: str | None, candidate: str, baseline: 
     from db import compare, tables
     from db.engine import session_scope
 
-    with session_scope(engine) as session:
-        text = tables.render(compare.build(session, fingerprint, candidate, baseline), fmt)
+    try:
+        with session_scope(engine) as session:
+            text = tables.render(compare.build(session, fingerprint, candidate, baseline), fmt)
+    except compare.NoSharedJob as e:
+        raise UserError(f"{e}: pass --job FILE or --fingerprint F (see `runner runs`), or submit a run on the "
+                        "missing device") from None
     out.print(text, markup=False, highlight=False, end="")
 
 
@@ -71,7 +75,7 @@ def submit(
         rundoc.write(doc, out_file)
         err.print(f"wrote run {doc['run_id']} to {out_file} (push it with: runner push {out_file})", highlight=False)
         return
-    from runner import outbox
+    from runner.fleet import outbox
     from core.errors import StoreError
 
     # Through the outbox, as an agent pushes: a store that went away during the run (or dies in the middle of the
@@ -120,7 +124,7 @@ def push(
         if added:
             pushed.append(doc["job"]["fingerprint"])
     if from_outbox:
-        from runner import outbox
+        from runner.fleet import outbox
 
         for d in outbox.replay(engine, on_error=lambda p, e: err.print(f"skipped {p}: {e}", highlight=False)):
             job = f", job {d.job_id} {'done' if d.job_done else 'no longer ours'}" if d.job_id is not None else ""
@@ -171,22 +175,22 @@ def runs(
     Example: runner runs --limit 5
     """
     from rich.table import Table
-    from sqlalchemy import select
 
+    from db import queries
     from db.engine import open_store, session_scope
-    from db.models import Run, utc
+    from db.models import utc
 
     with session_scope(open_store(db)) as session:
-        rows = session.scalars(select(Run).order_by(Run.finished_at.desc()).limit(limit)).all()
-        table = Table("run", "finished (UTC)", "device", "job", "fingerprint", "source")
-        for column in table.columns:
-            column.no_wrap = True
-        for r in rows:
-            table.add_row(r.id, f"{utc(r.finished_at):%Y-%m-%d %H:%M}", r.device_class, r.job_name, r.fingerprint,
-                          r.source)
+        _total, rows = queries.run_list(session, limit=limit)
     if not rows:
         err.print("the store has no runs yet: runner submit --device cpu --job jobs/demo-cpu.toml")
         return
+    table = Table("run", "finished (UTC)", "device", "job", "fingerprint", "source")
+    for column in table.columns:
+        column.no_wrap = True
+    for r in rows:
+        table.add_row(r["id"], f"{utc(r['finished_at']):%Y-%m-%d %H:%M}", r["device_class"], r["job_name"],
+                      r["fingerprint"], r["source"])
     print_wide(table, 150)  # ids and fingerprints are copied: never truncate them
 
 

@@ -3,7 +3,7 @@
 It claims queued jobs for its device class from the store (db/queue.py), runs each exactly as `runner submit`
 would (runner.submit.submit_job, then db.store.push and the alert check), and heartbeats the jobs it holds from a
 background thread. Nothing is lost:
-- a finished run is written to the local outbox (runner/outbox.py) before it is pushed and removed after; when the
+- a finished run is written to the local outbox (runner/fleet/outbox.py) before it is pushed and removed after; when the
   store is down the run waits there, the agent keeps heartbeating its job, and replays the outbox before it claims
   anything else;
 - a job that raises is handed to db.queue.fail: retried (by any agent of the class) until its attempts are spent,
@@ -113,8 +113,9 @@ class Agent:
         beat_done = threading.Event()
         beat = threading.Thread(target=self._heartbeats, args=(beat_done,), name="heartbeat", daemon=True)
         beat.start()
-        self.log(f"serving {self.device.device_class} ({self.device.name}); outbox {self._outbox()}")
         try:
+            self._wait_for_store()
+            self.log(f"serving {self.device.device_class} ({self.device.name}); outbox {self._outbox()}")
             while not self._stop.is_set():
                 if not self._replay():  # (even with once: a run waiting in the outbox is delivered before exit)
                     self._stop.wait(self._poll())
@@ -136,7 +137,7 @@ class Agent:
             beat.join(timeout=5)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        from runner import outbox
+        from runner.fleet import outbox
 
         left = outbox.waiting(self.outbox_dir)  # not counting runs other agents on this host are pushing
         self.log(f"stopped after {self.ran} job(s)" + (f"; {len(left)} run(s) wait in the outbox "
@@ -144,8 +145,23 @@ class Agent:
                                                        if left else ""))
         return 3 if left else 0
 
+    def _wait_for_store(self) -> None:
+        """A daemon waits for its store, which may start after it (and may need its schema created); with once, a
+        store that cannot be reached fails the agent at once."""
+        from db.engine import ensure_schema
+
+        while not self._stop.is_set():
+            try:
+                ensure_schema(self.engine)
+                return
+            except StoreError as e:
+                if self.once:
+                    raise
+                self.log(f"waiting for the store: {e}")
+                self._stop.wait(max(self.poll_s, 1.0))
+
     def _outbox(self):
-        from runner import outbox
+        from runner.fleet import outbox
 
         return outbox.directory(self.outbox_dir)
 
@@ -154,7 +170,7 @@ class Agent:
 
     def _replay(self) -> bool:
         """Deliver what waits in the outbox; False while the store is unreachable."""
-        from runner import outbox
+        from runner.fleet import outbox
 
         if not outbox.pending(self.outbox_dir):  # the cheap look; replay then skips what others are pushing
             return True
@@ -178,7 +194,7 @@ class Agent:
         """An outbox document that can never be pushed (set aside in rejected/): its job, if we hold it, fails
         with the reason instead of being heartbeaten forever."""
         from db import queue
-        from runner import outbox
+        from runner.fleet import outbox
 
         self.log(f"cannot replay {path}: {one_line(error)}")
         job = outbox.job_of(path)
@@ -252,7 +268,7 @@ class Agent:
                      f"{self.stale_after_s:g} s without heartbeat")
 
     def _deliver(self, claim, doc: dict) -> None:
-        from runner import outbox
+        from runner.fleet import outbox
 
         try:  # into the outbox first, so a push that dies half way loses nothing
             d = outbox.deliver_kept(self.engine, doc, (claim.job_id, claim.token), self.outbox_dir,

@@ -1,6 +1,6 @@
 """Tensor parallel: `runner submit` launches N ranks under torchrun itself, so the user still types one command.
 
-Each rank (runner.rank) initialises its process group (hccl / nccl / gloo) and loads the model with transformers'
+Each rank (runner.tp.rank) initialises its process group (hccl / nccl / gloo) and loads the model with transformers'
 own `tp_plan="auto"`; all ranks run the same forward calls, rank 0 records. Every rank leaves a status file; a
 failing rank ends the run with an error naming the rank and its message, torchrun stops the other ranks, and
 nothing is pushed or written. A size that does not divide the attention and KV heads is refused before any rank
@@ -77,8 +77,8 @@ def run_tensor_parallel(spec: JobSpec, device: Device, model_path: str | None) -
     with tempfile.TemporaryDirectory(prefix="devcompare-tp-") as tmp:
         tmp = Path(tmp)
         (tmp / "spec.json").write_text(json.dumps(spec.to_dict()))
-        cmd = [sys.executable, "-m", "runner.launch", "--standalone", f"--nproc_per_node={size}",
-               "--monitor_interval=0.5", "-m", "runner.rank", "--spec", str(tmp / "spec.json"),
+        cmd = [sys.executable, "-m", "runner.tp.launch", "--standalone", f"--nproc_per_node={size}",
+               "--monitor_interval=0.5", "-m", "runner.tp.rank", "--spec", str(tmp / "spec.json"),
                "--device", device.device_class, "--workdir", str(tmp)]
         if model_path:
             cmd += ["--model-path", model_path]

@@ -1,4 +1,4 @@
-"""One tensor-parallel rank, started by torchrun from runner.launch (not meant to be run by hand).
+"""One tensor-parallel rank, started by torchrun from runner.tp.launch (not meant to be run by hand).
 
 Sets this rank's device and thread count, initialises the process group with the device's backend (transformers'
 tp_plan has no "npu" entry, so we always do it ourselves), runs the job, and leaves a status file; rank 0 also
