@@ -99,6 +99,28 @@ def test_store_behind_code_names_the_upgrade_command(store_url):
     assert "runner db upgrade" in str(e.value) and "old0" in str(e.value)
 
 
+def test_newest_runs_list_newest_first_in_utc(store_url, reference_docs):
+    import datetime as dt
+    import time
+
+    from db import runs
+
+    engine = open_store(store_url)
+    docs = [measured_doc(reference_docs) for _ in range(3)]
+    docs[0].update(finished_at="2026-01-01T00:00:00+02:00")
+    for doc in docs[1:]:  # the same finish time: the one pushed later is newer, as the comparison reads them
+        doc.update(finished_at="2026-01-02T00:00:00+00:00")
+    for doc in docs:
+        store.push(engine, doc)
+        time.sleep(0.01)
+    with session_scope(engine) as s:
+        listed = runs.newest(s, 10)
+        assert [r["id"] for r in listed] == [docs[2]["run_id"], docs[1]["run_id"], docs[0]["run_id"]]
+        assert listed[2]["finished_at"] == dt.datetime(2025, 12, 31, 22, tzinfo=dt.timezone.utc)
+        assert {k: listed[0][k] for k in ("device_class", "source")} == {"device_class": "A100", "source": "measured"}
+        assert [r["id"] for r in runs.newest(s, 1)] == [docs[2]["run_id"]]
+
+
 def test_unreachable_store_is_a_store_error():
     with pytest.raises(StoreError) as e:
         open_store("postgresql://nobody@127.0.0.1:1/none")

@@ -176,12 +176,11 @@ def runs(
     """
     from rich.table import Table
 
-    from db import queries
+    from db import runs as stored_runs
     from db.engine import open_store, session_scope
-    from db.models import utc
 
     with session_scope(open_store(db)) as session:
-        _total, rows = queries.run_list(session, limit=limit)
+        rows = stored_runs.newest(session, limit)
     if not rows:
         err.print("the store has no runs yet: runner submit --device cpu --job jobs/demo-cpu.toml")
         return
@@ -189,7 +188,7 @@ def runs(
     for column in table.columns:
         column.no_wrap = True
     for r in rows:
-        table.add_row(r["id"], f"{utc(r['finished_at']):%Y-%m-%d %H:%M}", r["device_class"], r["job_name"],
+        table.add_row(r["id"], f"{r['finished_at']:%Y-%m-%d %H:%M}", r["device_class"], r["job_name"],
                       r["fingerprint"], r["source"])
     print_wide(table, 150)  # ids and fingerprints are copied: never truncate them
 
