@@ -52,11 +52,16 @@ def test_store_dies_during_a_push_then_the_outbox_delivers_exactly_once(own_post
     claim = queue.claim_next(engine, "910B3", "agent")
     doc = make_doc(0, 1, 164, random.Random(1), dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
 
+    run_sent = []
+
     @event.listens_for(engine, "before_cursor_execute")
     def crash_the_server(conn, cursor, statement, *args):
-        if statement.startswith("INSERT INTO problem_results"):  # the run and its perf rows are already sent
+        # the first statement after the run row, whatever the push sends next: the server dies inside its transaction
+        if run_sent:
             event.remove(engine, "before_cursor_execute", crash_the_server)
             own_postgres.stop("immediate")
+        elif statement.startswith("INSERT INTO runs"):
+            run_sent.append(statement)
 
     box = tmp_path / "outbox"
     with pytest.raises(StoreError):
