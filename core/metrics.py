@@ -6,8 +6,9 @@ how its default alert rule differs from the common one. The comparison tables, t
 ingest and the dashboard all read this table; none keeps a list of its own.
 
 Adding a metric (see ARCHITECTURE.md for a worked example): add a `Metric` here, measure it where its `source`
-is produced (runner/perf.py for "perf", runner/humaneval for "humaneval"), and give it a column in db/models.py
-with an Alembic migration. Tables, trends, alerts and the dashboard pick it up from its flags.
+is produced (runner/perf.py for "perf", runner/humaneval for "humaneval", runner/serving for "serving"), and give
+it a column in db/models.py with an Alembic migration. Tables, trends, alerts and the dashboard pick it up from
+its flags.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Mapping
 
-Source = Literal["perf", "humaneval"]
+Source = Literal["perf", "humaneval", "serving"]
 Kind = Literal["value", "fraction", "count"]
 
 
@@ -25,13 +26,15 @@ class Metric:
     name: str  # the key in run documents and the column in the store
     label: str  # what people read (the reference report's wording where it has one)
     unit: str  # "" for plain numbers
-    source: Source  # "perf": one value per batch size; "humaneval": one per run
+    source: Source  # "perf": one value per batch size; "humaneval": one per run; "serving": one per load level
     higher_is_better: bool = True
     kind: Kind = "value"  # how a value is formatted
     timed: bool = False  # a timing: stored as median with p10/p90 and every raw repeat
     headline: bool = False  # a row or column of the comparison table, a trend and an alert series
     # overrides of the default alert rule (db.alerts.detect.MetricRule fields); MappingProxy keeps the registry frozen
     alert: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    # a serving latency is a distribution over requests: stored as its median plus these percentiles (name_p90, ...)
+    quantiles: tuple[str, ...] = ()
 
     def format(self, value) -> str:
         return format_value(value, self.kind)
@@ -53,12 +56,25 @@ REGISTRY: tuple[Metric, ...] = (
     Metric("peak_memory_bytes", "peak device memory", "bytes", "perf", higher_is_better=False, kind="count"),
     Metric("bandwidth_gbps", "memory bandwidth", "GB/s", "perf"),
     Metric("bandwidth_util", "bandwidth utilisation", "", "perf", kind="fraction"),
+    # serving (an engine behind an OpenAI-compatible endpoint, per concurrency level or request rate); names and
+    # definitions follow vLLM's `bench serve`: TPOT excludes the first token, ITL is the gap between streamed chunks
+    *(Metric(f"serving_{short}_ms", label, "ms", "serving", higher_is_better=False, quantiles=("p90", "p99"))
+      for short, label in (("ttft", "time to first token"), ("tpot", "time per output token"),
+                           ("itl", "inter-token latency"), ("e2e", "end-to-end latency"))),
+    Metric("request_throughput", "request throughput", "requests/s", "serving"),
+    Metric("output_throughput", "output token throughput", "tokens/s", "serving"),
+    # requests/s that met every SLO the job sets (TTFT and TPOT limits); missing when the job sets none
+    Metric("goodput", "goodput", "requests/s", "serving"),
+    Metric("failed_requests", "failed requests", "", "serving", higher_is_better=False, kind="count"),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in REGISTRY}
 HEADLINE: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.headline)  # table columns, trends, alert series
 ACCURACY_ROWS: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.source == "humaneval")  # the accuracy table
 SPEED: tuple[Metric, ...] = tuple(m for m in HEADLINE if m.source == "perf")  # the speed table's columns
 TIMED: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.timed)
+# the serving table's rows per level; not headline: trends and alert series are built per batch size, and a
+# serving series would be per load level
+SERVING: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.source == "serving")
 
 
 def titled(metric: Metric) -> str:
