@@ -6,9 +6,9 @@ how its default alert rule differs from the common one. The comparison tables, t
 ingest and the dashboard all read this table; none keeps a list of its own.
 
 Adding a metric (see ARCHITECTURE.md for a worked example): add a `Metric` here, measure it where its `source`
-is produced (runner/perf.py for "perf", runner/humaneval for "humaneval", runner/serving for "serving"), and give
-it a column in db/models.py with an Alembic migration. Tables, trends, alerts and the dashboard pick it up from
-its flags.
+is produced (runner/perf.py for "perf" and "energy", runner/humaneval for "humaneval", runner/serving for
+"serving"), and give it a column in db/models.py with an Alembic migration ("energy" needs none: it lives in the
+run's extra JSON). Tables, trends, alerts and the dashboard pick it up from its flags.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal, Mapping
 
-Source = Literal["perf", "humaneval", "serving"]
+Source = Literal["perf", "humaneval", "serving", "energy"]
 Kind = Literal["value", "fraction", "count"]
 
 
@@ -26,7 +26,10 @@ class Metric:
     name: str  # the key in run documents and the column in the store
     label: str  # what people read (the reference report's wording where it has one)
     unit: str  # "" for plain numbers
-    source: Source  # "perf": one value per batch size; "humaneval": one per run; "serving": one per load level
+    # "perf": one value per batch size; "humaneval": one per run; "serving": one per load level; "energy": one per
+    # batch size, in the run document's extra.energy records (kept in the store's runs.extra; absent, never zero,
+    # where the host has no power meter)
+    source: Source
     higher_is_better: bool = True
     kind: Kind = "value"  # how a value is formatted
     timed: bool = False  # a timing: stored as median with p10/p90 and every raw repeat
@@ -66,6 +69,8 @@ REGISTRY: tuple[Metric, ...] = (
     # requests/s that met every SLO the job sets (TTFT and TPOT limits); missing when the job sets none
     Metric("goodput", "goodput", "requests/s", "serving"),
     Metric("failed_requests", "failed requests", "", "serving", higher_is_better=False, kind="count"),
+    # energy: board power sampled during the timed repeats (runner/power.py), decode tokens per joule
+    Metric("tokens_per_joule", "decode energy efficiency", "tokens/J", "energy"),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in REGISTRY}
 HEADLINE: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.headline)  # table columns, trends, alert series
@@ -75,6 +80,7 @@ TIMED: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.timed)
 # the serving table's rows per level; not headline: trends and alert series are built per batch size, and a
 # serving series would be per load level
 SERVING: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.source == "serving")
+ENERGY: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.source == "energy")  # per batch size, from run.extra
 
 
 def titled(metric: Metric) -> str:
