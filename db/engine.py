@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect
@@ -19,6 +20,9 @@ from core.errors import StoreError
 
 ENV_VAR = "DEVCOMPARE_DB_URL"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+# libpq's connect_timeout, unless the URL sets its own (?connect_timeout=N): a host that accepts the TCP connection
+# but never answers (a hung server, a proxy with nothing behind it) fails a command or heartbeat this soon
+CONNECT_TIMEOUT_S = 5
 
 
 def default_url() -> str:
@@ -40,6 +44,25 @@ def display_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return url
+
+
+def upgrade_command(engine: Engine) -> str:
+    """`runner db upgrade` as the user can paste it: without --db when this process finds the store by itself
+    (DEVCOMPARE_DB_URL, else the default file), otherwise with the whole URL (a masked password would not connect)."""
+    if engine.url == make_url(resolve_url(None)):
+        return "runner db upgrade"
+    return f"runner db upgrade --db {shlex.quote(engine.url.render_as_string(hide_password=False))}"
+
+
+def _reason(error: DBAPIError, url) -> str:
+    """The driver's first line; for a timeout, also what was tried (the driver says only that time ran out)."""
+    reason = str(error.orig).strip().splitlines()[0] if error.orig else str(error).splitlines()[0]
+    if url.get_backend_name() == "postgresql" and "timeout" in reason and url.host and url.host not in reason:
+        timeout = url.query.get("connect_timeout", CONNECT_TIMEOUT_S)
+        reason += (f" (no answer from {url.host}:{url.port or 5432} within {timeout} s: the host took the "
+                   "connection but no PostgreSQL server replied; a slow link can wait longer with "
+                   "?connect_timeout=N in the URL)")
+    return reason
 
 
 def _sqlite_pragmas(dbapi_conn, _record):
@@ -64,8 +87,9 @@ def make_engine(url: str | None = None) -> Engine:
         return engine
     # PostgreSQL (libpq): a store host that vanishes without a reset (power loss, partition) must fail a heartbeat
     # or push in seconds, not after the kernel's ~15 min of retransmissions, or other agents take the job meanwhile.
-    args = dict(connect_timeout=10, keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3) \
-        if parsed.get_backend_name() == "postgresql" else {}
+    args = dict(connect_timeout=CONNECT_TIMEOUT_S, keepalives=1, keepalives_idle=30, keepalives_interval=10,
+                keepalives_count=3) if parsed.get_backend_name() == "postgresql" else {}
+    args = {k: v for k, v in args.items() if k not in parsed.query}  # the URL's own settings win
     try:
         return create_engine(url, pool_pre_ping=True, connect_args=args)
     except (ImportError, SQLAlchemyError) as e:
@@ -81,8 +105,7 @@ def session_scope(engine: Engine):
     except IntegrityError:
         raise  # a constraint the caller may expect (a replayed run), not an unusable store
     except DBAPIError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        raise StoreError(f"store {display_url(str(engine.url))}: {reason}") from None
+        raise StoreError(f"store {display_url(str(engine.url))}: {_reason(e, engine.url)}") from None
 
 
 def _alembic_config(connection=None):
@@ -107,21 +130,48 @@ def current_revision(engine: Engine) -> str | None:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
     except DBAPIError as e:
-        reason = str(e.orig).strip().splitlines()[0] if e.orig else str(e)
-        raise StoreError(f"cannot reach store {display_url(str(engine.url))}: {reason}") from None
+        raise StoreError(f"cannot reach store {display_url(str(engine.url))}: {_reason(e, engine.url)}") from None
+
+
+def _known_revisions() -> set[str]:
+    from alembic.script import ScriptDirectory
+
+    return {r.revision for r in ScriptDirectory.from_config(_alembic_config()).walk_revisions()}
+
+
+class SchemaMismatch(StoreError):
+    """The store's schema revision is not the one this code expects: behind it (upgrade the store) or newer than
+    it (update this host's code)."""
+
+    def __init__(self, message: str, current: str | None, head: str, newer: bool):
+        super().__init__(message)
+        self.current, self.head, self.newer = current, head, newer
+
+
+def _newer_store(engine: Engine, current: str, head: str) -> SchemaMismatch:
+    url = display_url(str(engine.url))
+    return SchemaMismatch(
+        f"the store {url} has schema revision {current}, which this host's code does not know (it ends at {head}): "
+        "the store was upgraded by newer code, and this host's code is older than the store; update devcompare "
+        "on this host (git pull, then pip install -e .), do not downgrade the store", current, head, newer=True)
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the schema to the code's head revision; returns (before, after)."""
     from alembic import command
+    from alembic.util import CommandError
 
-    before = current_revision(engine)
+    before, head = current_revision(engine), head_revision()
+    if before is not None and before not in _known_revisions():
+        raise _newer_store(engine, before, head)
     try:
         with engine.begin() as conn:
             command.upgrade(_alembic_config(conn), "head")
     except DBAPIError as e:
-        raise StoreError(f"upgrade of {display_url(str(engine.url))} failed: {str(e.orig).strip().splitlines()[0]}") from None
-    return before, head_revision()
+        raise StoreError(f"upgrade of {display_url(str(engine.url))} failed: {_reason(e, engine.url)}") from None
+    except CommandError as e:  # Alembic's own (a revision it cannot place, a broken history): one line, no traceback
+        raise StoreError(f"upgrade of {display_url(str(engine.url))} failed: {str(e).strip().splitlines()[0]}") from None
+    return before, head
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -132,9 +182,11 @@ def ensure_schema(engine: Engine) -> None:
     if current is None and not inspect(engine).get_table_names():
         upgrade(engine)
         return
-    url = display_url(str(engine.url))
-    raise StoreError(f"the store {url} has schema revision {current or 'none'}, this code expects {head}: "
-                     f"run `runner db upgrade --db '{url}'` (back up the database first)")
+    if current is not None and current not in _known_revisions():
+        raise _newer_store(engine, current, head)
+    raise SchemaMismatch(f"the store {display_url(str(engine.url))} has schema revision {current or 'none'}, this "
+                         f"code expects {head}: run `{upgrade_command(engine)}` (back up the database first)",
+                         current, head, newer=False)
 
 
 def open_store(url: str | None = None) -> Engine:

@@ -1,19 +1,26 @@
-"""The store on SQLite and on a real PostgreSQL: schema, round trip, idempotent push, schema-behind errors, and
-trends of a device pair over stored runs."""
+"""The store on SQLite and on a real PostgreSQL: schema, round trip, idempotent push, a schema behind or ahead of
+the code (messages whose fix command can be pasted), a host that never answers, and trends of a device pair over
+stored runs."""
 from __future__ import annotations
 
 import copy
+import shlex
+import socket
+import time
 import uuid
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import func, select, text
+from typer.testing import CliRunner
 
 from db import store
-from db.engine import current_revision, head_revision, make_engine, open_store, session_scope, upgrade
+from db.engine import (CONNECT_TIMEOUT_S, _alembic_config, current_revision, head_revision, make_engine, open_store, session_scope,
+                       upgrade)
 from db.models import Base, PerfRecord, ProblemResult, Run
 from core.errors import StoreError
+from runner.cli import app
 
 
 def measured_doc(reference_docs) -> dict:
@@ -89,14 +96,78 @@ def test_failed_push_leaves_nothing(store_url, reference_docs):
         assert s.scalar(select(func.count()).select_from(ProblemResult)) == 0
 
 
-def test_store_behind_code_names_the_upgrade_command(store_url):
-    engine = make_engine(store_url)
+def _set_revision(url: str, revision: str) -> None:
+    engine = make_engine(url)
     upgrade(engine)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'old0'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": revision})
+    engine.dispose()
+
+
+def _upgrade_to(url: str, revision: str) -> None:
+    """A store as an older release of the code left it: migrated up to `revision` only."""
+    from alembic import command
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), revision)
+    engine.dispose()
+
+
+def _with_password(url: str) -> str:
+    """The URL with a password in it (the test cluster trusts local connections, so any password connects)."""
+    return url.replace("postgresql://postgres@", "postgresql://postgres:s3cret@") if "postgresql" in url else url
+
+
+def test_store_behind_code_prints_a_command_that_can_be_pasted(store_url, monkeypatch):
+    url = _with_password(store_url)
+    monkeypatch.delenv("DEVCOMPARE_DB_URL")  # the URL is given: the command must carry it
+    _upgrade_to(url, "0001")
+    with pytest.raises(StoreError) as e:
+        open_store(url)
+    msg = str(e.value)
+    assert "schema revision 0001, this code expects" in msg
+    command = msg.split("run `", 1)[1].split("`", 1)[0]
+    assert command.startswith("runner db upgrade --db ") and "***" not in command
+    # the command does what it says: pasted, it brings the store to the code's revision
+    result = CliRunner().invoke(app, shlex.split(command)[1:])
+    assert result.exit_code == 0, result.output
+    assert current_revision(make_engine(url)) == head_revision()
+    # the URL came from the environment: the command relies on it too
+    with make_engine(url).begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0003'"))
+    monkeypatch.setenv("DEVCOMPARE_DB_URL", url)
+    with pytest.raises(StoreError) as e:
+        open_store()
+    assert "run `runner db upgrade` (back up the database first)" in str(e.value)
+
+
+def test_store_newer_than_code_says_to_update_this_host(store_url):
+    _set_revision(store_url, "9999_from_the_future")
     with pytest.raises(StoreError) as e:
         open_store(store_url)
-    assert "runner db upgrade" in str(e.value) and "old0" in str(e.value)
+    msg = str(e.value)
+    assert "9999_from_the_future" in msg and "this host's code is older than the store" in msg
+    assert "runner db upgrade" not in msg  # it cannot help: this code does not know the store's schema
+    result = CliRunner().invoke(app, ["db", "upgrade", "--db", store_url])
+    assert result.exit_code == 3
+    assert "this host's code is older than the store" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_host_that_accepts_but_never_answers_fails_fast_naming_what_was_tried():
+    """A proxy with nothing behind it, a hung server: the TCP connection is accepted, no PostgreSQL reply comes."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(StoreError) as e:
+            open_store(f"postgresql://runner@127.0.0.1:{port}/devcompare")
+        took = time.monotonic() - started
+    assert took < CONNECT_TIMEOUT_S + 3
+    assert f"no answer from 127.0.0.1:{port} within {CONNECT_TIMEOUT_S} s" in str(e.value)
+    assert "connect_timeout" in str(e.value)
 
 
 def test_newest_runs_list_newest_first_in_utc(store_url, reference_docs):
