@@ -133,3 +133,19 @@ def test_submit_keeps_its_run_in_the_outbox_when_the_store_dies_during_the_run(o
     r = cli.invoke(app, ["push", "--outbox", "--db", url])
     assert r.exit_code == 0, r.output
     assert outbox.pending(box) == [] and count(url, Run) == 1
+
+
+def test_push_outbox_exits_non_zero_when_it_sets_a_corrupt_document_aside(store_url, tmp_path, reference_docs):
+    """The rest is pushed; the corrupt document is moved to rejected/, and the exit code and message say so."""
+    box = tmp_path / "outbox"  # DEVCOMPARE_OUTBOX (conftest)
+    with outbox.keep(reference_docs[0]):
+        pass
+    (box / "0000-torn.json").write_text('{"format": "devcompare.run/1", "run_id": ')  # a write cut short
+    r = CliRunner().invoke(app, ["push", "--outbox", "--db", store_url])
+    assert r.exit_code == 2, r.output
+    assert f"set aside {box / 'rejected' / '0000-torn.json'}" in r.output
+    assert f"moved to {box / 'rejected'}" in r.output and "Traceback" not in r.output
+    assert (box / "rejected" / "0000-torn.json").exists() and outbox.pending(box) == []
+    assert count(store_url, Run) == 1  # the good document was pushed all the same
+    r = CliRunner().invoke(app, ["push", "--outbox", "--db", store_url])  # nothing left to set aside
+    assert r.exit_code == 0, r.output

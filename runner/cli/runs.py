@@ -105,6 +105,9 @@ def push(
 ):
     """Push run documents into the store; a run that is already there is skipped (pushing twice is a no-op).
 
+    With --outbox, a document that can never be pushed (unreadable, invalid) is moved to the outbox's rejected/
+    folder and the command exits with code 2 after pushing the rest.
+
     Example: runner push run-910B3.json run-A100.json   (or: runner push --outbox)
     """
     from db import store
@@ -123,10 +126,16 @@ def push(
                   highlight=False)
         if added:
             pushed.append(doc["job"]["fingerprint"])
+    set_aside = []
     if from_outbox:
         from runner.fleet import outbox
 
-        for d in outbox.replay(engine, on_error=lambda p, e: err.print(f"skipped {p}: {e}", highlight=False)):
+        def rejected(path, error):
+            set_aside.append(path)
+            err.print(f"set aside {path}: {str(error).strip().splitlines()[0] if str(error).strip() else error!r}",
+                      highlight=False)
+
+        for d in outbox.replay(engine, on_error=rejected):
             job = f", job {d.job_id} {'done' if d.job_done else 'no longer ours'}" if d.job_id is not None else ""
             err.print(f"{'pushed' if d.added else 'already in store'}: {d.path} (run {d.run_id}{job})",
                       highlight=False)
@@ -136,6 +145,10 @@ def push(
         err.print(f"outbox {outbox.directory()}: {len(left)} run(s) left", highlight=False)
     if pushed:
         _alerts_after_push(engine, sorted(set(pushed)))
+    if set_aside:  # automation must notice: the rest was pushed, but these runs never will be as they are
+        raise UserError(f"{len(set_aside)} run document(s) in the outbox can never be pushed as they are and were "
+                        f"moved to {set_aside[0].parent} for a person to look at: "
+                        + ", ".join(p.name for p in set_aside))
 
 
 @app.command()
