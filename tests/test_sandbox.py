@@ -259,6 +259,14 @@ def test_active_protections_name_the_layers_in_force():
         assert "uid-drop" in layers or any(x.startswith("no-uid-drop") for x in layers)
 
 
+def test_workers_start_in_the_background_and_an_error_before_the_first_run_stops_them():
+    with pytest.raises(KeyError):
+        with Sandbox(Limits(timeout=1.0), workers=2):
+            assert len(psutil.Process().children()) == 2  # started, not waited for
+            raise KeyError("the caller's input was bad")
+    # (the autouse fixture checks that nothing is left)
+
+
 def test_limits_are_validated():
     with pytest.raises(ValueError, match="timeout"):
         Limits(timeout=0)
