@@ -21,6 +21,8 @@ LIGHT = {"name": "fleet-light", "seed": 1234, "model": {"name": "tiny-random-lla
          "humaneval": {"problems": "first:1", "max_new_tokens": 8}}
 # long enough (several seconds) that a test can act while it runs
 SLOW = {**LIGHT, "name": "fleet-slow", "perf": {**LIGHT["perf"], "new_tokens": 16, "repeats": 150}}
+# busy for a minute or more: outlasts whatever a test does meanwhile (the test stops the agent)
+BUSY = {**SLOW, "name": "fleet-busy", "perf": {**SLOW["perf"], "repeats": 3000}}
 
 
 def spec(data: dict):

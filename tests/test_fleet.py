@@ -4,6 +4,7 @@
 - `runner enqueue` / `runner jobs` / `runner agent` through the CLI; a failing job is retried, then failed;
 - 6 agent processes drain 60 jobs from one PostgreSQL: every job runs exactly once, none is left claimed;
 - an agent killed with SIGKILL mid-job: the job is requeued and completed by another agent;
+- a dead agent's job is requeued by an agent busy with a job of its own (from its heartbeat thread);
 - SIGTERM mid-job hands the job back;
 - two processes upgrading one fresh PostgreSQL database at once.
 Store outages (nothing lost through the outbox) are in test_outbox.py.
@@ -30,7 +31,7 @@ from db.models import Run
 from db.testing import new_database
 from runner.cli import app
 from runner.fleet import outbox
-from tests.fleet_support import LIGHT, REPO, SLOW, count, jobs, spec, start_agent, stop_all, tail, wait_for
+from tests.fleet_support import BUSY, LIGHT, REPO, SLOW, count, jobs, spec, start_agent, stop_all, tail, wait_for
 
 
 # -- the queue itself, on both backends ----------------------------------------------------------------------------
@@ -252,6 +253,28 @@ def test_agent_killed_mid_job_is_requeued_and_completed_by_another(postgres_serv
     assert "stale heartbeat: job(s) 1 -> queued" in log_b.read_text()
     with session_scope(make_engine(url)) as s:
         assert list(s.scalars(select(Run.id))) == [row.run_id]  # the killed attempt left nothing
+
+
+@pytest.mark.postgres
+def test_a_busy_agent_requeues_a_dead_agents_job(postgres_server, tmp_path):
+    """Every agent busy: the job of an agent that died is requeued all the same, from a busy agent's heartbeats."""
+    url = new_database(postgres_server)
+    engine = open_store(url)
+    [busy_job] = queue.enqueue(engine, spec(BUSY), ["cpu"])
+    log = tmp_path / "busy.log"
+    proc = start_agent(url, tmp_path / "outbox", log, "--name", "busy", "--heartbeat", "0.3", "--stale-after", "2")
+    try:
+        wait_for(lambda: jobs(url)[0].state == "running", 60, "the agent to start its job", proc, log)
+        [dead_job] = queue.enqueue(engine, spec(LIGHT), ["cpu"])
+        assert queue.claim_next(engine, "cpu", "dead-host:1").job_id == dead_job  # claimed, then never heartbeaten
+        wait_for(lambda: {j.id: j.state for j in jobs(url)}[dead_job] == "queued", 30,
+                 "the dead agent's job to be requeued", proc, log)
+        rows = {j.id: j for j in jobs(url)}
+        assert (rows[busy_job].state, rows[busy_job].claimed_by) == ("running", "busy")  # still on its own job
+        assert "dead-host:1 stopped heartbeating" in rows[dead_job].error
+        assert f"stale heartbeat: job(s) {dead_job} -> queued" in log.read_text()
+    finally:
+        stop_all([proc])
 
 
 def test_a_run_stored_after_its_claim_went_stale_finishes_the_job(store_url, reference_docs):

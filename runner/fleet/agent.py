@@ -9,8 +9,9 @@ background thread. Nothing is lost:
 - a job that raises is handed to db.queue.fail: retried (by any agent of the class) until its attempts are spent,
   then failed with its error;
 - SIGTERM or Ctrl-C while a job runs hands the job back (queued again, the attempt not counted) and exits; during
-  a push the push is finished first. An agent killed outright (SIGKILL, power loss) stops heartbeating, and the
-  next agent that looks for work requeues its job after --stale-after seconds. Pick --stale-after above the
+  a push the push is finished first. An agent killed outright (SIGKILL, power loss) stops heartbeating, and any
+  other agent requeues its job after --stale-after seconds (an idle one when it looks for work, a busy one from its
+  heartbeat thread). Pick --stale-after above the
   store outages you expect: a job whose agent could not heartbeat for longer may be run again elsewhere (both runs
   are then kept; the job is done once).
 
@@ -92,6 +93,9 @@ class Agent:
                 continue
             try:
                 lost = queue.heartbeat(self.engine, claims)
+                # busy agents requeue too: were it left to agents looking for work, a dead agent's job would wait
+                # until one of them finished its own
+                self._requeue_stale()
             except StoreError as e:
                 self._store_down(e)
                 continue
@@ -206,13 +210,19 @@ class Agent:
             except StoreError as e:
                 self._store_down(e)
 
-    def _claim(self):
+    def _requeue_stale(self) -> None:
+        """Settle other agents' jobs whose heartbeats stopped (from the claim loop and the heartbeat thread)."""
         from db import queue
 
-        stale = queue.requeue_stale(self.engine, self.stale_after_s, [c.token for c in self.held.values()])
+        stale = queue.requeue_stale(self.engine, self.stale_after_s, [c.token for c in list(self.held.values())])
         for state, ids in stale.items():
             if ids:
                 self.log(f"stale heartbeat: job(s) {', '.join(map(str, ids))} -> {state}")
+
+    def _claim(self):
+        from db import queue
+
+        self._requeue_stale()
         claim = queue.claim_next(self.engine, self.device.device_class, self.name)
         self._store_up()
         return claim
