@@ -208,3 +208,44 @@ class QueueJob(Base):
 
     # claiming scans queued jobs of one device class in id order; the stale check scans running ones
     __table_args__ = (Index("ix_jobs_state_device_id", "state", "device_class", "id"),)
+
+
+class ServingRecord(Base):
+    """One load level of a serving run (runner/serving): a concurrency or a request rate, its latency distributions
+    (median, p90, p99 over the level's completed requests), throughputs, goodput and failures. Metric columns are
+    named as in core.metrics; the run's server self-description is in runs.environment."""
+
+    __tablename__ = "serving_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[RunId]
+    mode: Mapped[str] = mapped_column(String(16))  # concurrency | rate
+    level: Mapped[float]  # requests in flight, or requests/s
+    requests: Mapped[int]
+    completed: Mapped[int]
+    failed_requests: Mapped[int]
+    not_sent: Mapped[Optional[int]]
+    failures: Mapped[Optional[Json]]  # [{"reason", "count", "example"}]
+    duration_s: Mapped[float]
+    input_tokens: Mapped[Optional[int]]
+    output_tokens: Mapped[Optional[int]]
+    token_source: Mapped[Optional[str]] = mapped_column(String(16))  # usage | tokenizer | mixed
+    exact_output_share: Mapped[Optional[float]]
+    serving_ttft_ms: Mapped[Optional[float]]
+    serving_ttft_ms_p90: Mapped[Optional[float]]
+    serving_ttft_ms_p99: Mapped[Optional[float]]
+    serving_tpot_ms: Mapped[Optional[float]]
+    serving_tpot_ms_p90: Mapped[Optional[float]]
+    serving_tpot_ms_p99: Mapped[Optional[float]]
+    serving_itl_ms: Mapped[Optional[float]]
+    serving_itl_ms_p90: Mapped[Optional[float]]
+    serving_itl_ms_p99: Mapped[Optional[float]]
+    serving_e2e_ms: Mapped[Optional[float]]
+    serving_e2e_ms_p90: Mapped[Optional[float]]
+    serving_e2e_ms_p99: Mapped[Optional[float]]
+    request_throughput: Mapped[Optional[float]]
+    output_throughput: Mapped[Optional[float]]
+    goodput: Mapped[Optional[float]]
+    raw: Mapped[Optional[Json]]  # per completed request: ttft_ms, tpot_ms, e2e_ms, output_tokens
+
+    __table_args__ = (UniqueConstraint("run_id", "mode", "level"),)
