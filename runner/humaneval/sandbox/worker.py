@@ -15,6 +15,7 @@ import gc
 import json
 import os
 import posix
+import resource
 import select
 import shutil
 import signal
@@ -94,7 +95,7 @@ class Worker:
                 if fd >= 0:
                     os.dup2(fd, target)
             out, token = CappedOutput(self.cfg["output_bytes"]), os.urandom(16).hex()
-            cpu_before = linux.children_cpu_s()
+            cpu_before = _children_cpu_s()
             start = time.perf_counter()
             pid = -1
             try:
@@ -108,7 +109,7 @@ class Worker:
                     os.dup2(self.null, fd)
                 os.close(result_w), os.close(out_w)
                 status, timed_out, report, output = self._wait(pid, start, result_r, out_r)
-                exec_s, cpu_s = time.perf_counter() - start, linux.children_cpu_s() - cpu_before
+                exec_s, cpu_s = time.perf_counter() - start, _children_cpu_s() - cpu_before
             finally:
                 os.close(result_r), os.close(out_r)
                 if pid > 0:
@@ -239,6 +240,11 @@ class Worker:
         while data:
             data = data[write(3, data):]
         exit_(0)
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # of every reaped child, so far
+    return usage.ru_utime + usage.ru_stime
 
 
 def _signal_name(sig: int) -> str:
