@@ -24,15 +24,20 @@ def all_problems() -> dict[str, dict]:
 
 
 def select_problems(spec: HumanEvalSpec) -> list[dict]:
+    return pick_problems(spec.problems, "humaneval.problems")
+
+
+def pick_problems(selection: str | list[str], setting: str) -> list[dict]:
+    """HumanEval problems by a spec's selection: "all", "first:N" or task ids; `setting` names it in errors."""
     problems = all_problems()
-    if spec.problems == "all":
+    if selection == "all":
         return list(problems.values())
-    if isinstance(spec.problems, str):  # "first:N"
-        return list(problems.values())[: int(spec.problems.removeprefix("first:"))]
-    unknown = [t for t in spec.problems if t not in problems]
+    if isinstance(selection, str):  # "first:N"
+        return list(problems.values())[: int(selection.removeprefix("first:"))]
+    unknown = [t for t in selection if t not in problems]
     if unknown:
-        raise UserError(f"humaneval.problems: unknown task id(s) {', '.join(unknown)} (ids look like HumanEval/0)")
-    return [problems[t] for t in spec.problems]
+        raise UserError(f"{setting}: unknown task id(s) {', '.join(unknown)} (ids look like HumanEval/0)")
+    return [problems[t] for t in selection]
 
 
 def build_prompt(problem: dict, style: str, tokenizer) -> str:
