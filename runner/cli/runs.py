@@ -15,12 +15,13 @@ app = typer.Typer()
 
 
 def print_comparison(engine, fingerprint: str | None, candidate: str, baseline: str, fmt: str) -> None:
-    from db import compare, tables
+    from db import compare, serving, tables
     from db.engine import session_scope
 
     try:
         with session_scope(engine) as session:
-            text = tables.render(compare.build(session, fingerprint, candidate, baseline), fmt)
+            cmp = compare.build(session, fingerprint, candidate, baseline)
+            text = serving.with_serving(session, cmp, tables.render(cmp, fmt), fmt)  # serving levels, if any
     except compare.NoSharedJob as e:
         raise UserError(f"{e}: pass --job FILE or --fingerprint F (see `runner runs`), or submit a run on the "
                         "missing device") from None
@@ -49,6 +50,9 @@ def submit(
     candidate: Annotated[str, typer.Option(help="Candidate side of the printed tables (this host's device takes "
                                                 "its place unless it is the baseline).")] = DEFAULT_CANDIDATE,
     baseline: Annotated[str, typer.Option(help="Baseline side of the printed tables.")] = DEFAULT_BASELINE,
+    endpoint: Annotated[Optional[str], typer.Option(
+        "--endpoint", metavar="URL", help="A job with a [serving] section: measure the engine already serving the "
+                                          "model at this OpenAI-compatible URL (e.g. http://127.0.0.1:8000).")] = None,
     db: DbOpt = None,
     fmt: FormatOpt = "markdown",
 ):
@@ -70,7 +74,12 @@ def submit(
         engine = open_store(db)  # fail before the model loads, not after an hour of work
     from runner.submit import submit_job
 
-    doc = submit_job(spec, dev, model_path=model_path, console=err)
+    if endpoint is not None or spec.serving is not None:  # a serving job: the engine is measured, not loaded here
+        from runner import serving
+
+        doc = serving.run(spec, dev, endpoint, model_path=model_path, console=err)
+    else:
+        doc = submit_job(spec, dev, model_path=model_path, console=err)
     if out_file is not None:
         rundoc.write(doc, out_file)
         err.print(f"wrote run {doc['run_id']} to {out_file} (push it with: runner push {out_file})", highlight=False)
