@@ -1,21 +1,18 @@
 # One image for every devcompare service (store tools, dashboard, alerts, agents); build arguments pick the
-# accelerator stack, so each host type gets the torch it needs and nothing else:
+# accelerator stack, so each host type gets the torch it needs and nothing else. The values come from the
+# supported-stack table (runner/preflight/stacks.py, printed by `runner doctor`); docker-compose.yml passes them
+# for the agents, and tests/test_compose.py fails when this file, compose or pyproject drift from the table:
 #
-#   default (migrate, dashboard, alerts; CPU torch):
-#     docker build -t devcompare:cpu .
-#   A100 hosts (CUDA torch comes with the base image):
-#     docker build -t devcompare:cuda --build-arg BASE_IMAGE=pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime \
-#       --build-arg TORCH_INSTALL= .
-#   910B3 hosts (CANN in the base image; pick the tag that matches the host's driver, Python 3.11):
-#     docker build -t devcompare:ascend --build-arg BASE_IMAGE=ascendai/cann:8.0.0-910b-ubuntu22.04-py3.11 \
-#       --build-arg TORCH_INSTALL="torch==2.5.1 torch-npu==2.5.1 --extra-index-url https://download.pytorch.org/whl/cpu" .
+#   docker build -t devcompare:cpu .                    migrate, dashboard, alerts; CPU torch (the defaults below)
+#   docker compose --profile a100 build agent-a100      A100 hosts: the CUDA base image brings torch
+#   docker compose --profile 910b3 build agent-910b3    910B3 hosts: CANN base image, torch + torch-npu from pip
 #
-# docker-compose.yml builds all three. The entrypoint is `runner`: `docker run devcompare:cpu runs` lists runs.
+# The entrypoint is `runner`: `docker run devcompare:cpu runs` lists runs; `runner doctor` checks a host.
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 # pinned CPU wheel by default: an unpinned torch from PyPI is a multi-GB CUDA build
-ARG TORCH_INSTALL="torch==2.5.1 --index-url https://download.pytorch.org/whl/cpu"
+ARG TORCH_INSTALL="torch==2.8.0 --index-url https://download.pytorch.org/whl/cpu"
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -53,8 +53,8 @@ def _memory_bytes() -> int | None:
         return None
 
 
-def _cann_version() -> str | None:
-    """CANN toolkit version from torch.version.cann or the toolkit's install-info files."""
+def cann_version() -> str | None:
+    """CANN toolkit version from torch.version.cann (set once torch_npu is imported) or the toolkit's files."""
     import torch
 
     if getattr(torch.version, "cann", None):
@@ -70,12 +70,23 @@ def _cann_version() -> str | None:
     return None
 
 
-def _npu_driver_version() -> str | None:
+def npu_driver_version() -> str | None:
     try:
         m = re.search(r"Version=([\w.]+)", Path("/usr/local/Ascend/driver/version.info").read_text())
     except OSError:
         return None
     return m.group(1) if m else None
+
+
+def nvidia_driver_version() -> str | None:
+    out = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return out.splitlines()[0].strip() if out else None
+
+
+def torch_cuda_version() -> str | None:
+    import torch
+
+    return torch.version.cuda
 
 
 def capture(device: Device) -> dict:
@@ -99,11 +110,9 @@ def capture(device: Device) -> dict:
         "torch_threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
-        env["driver"] = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-        if env["driver"]:
-            env["driver"] = env["driver"].splitlines()[0]
+        env["driver"] = nvidia_driver_version()
     elif device.type == "npu":
         env["torch_npu"] = _version("torch-npu") or _version("torch_npu")
-        env["cann"] = _cann_version()
-        env["driver"] = _npu_driver_version()
+        env["cann"] = cann_version()
+        env["driver"] = npu_driver_version()
     return env

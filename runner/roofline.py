@@ -8,6 +8,7 @@ Decode at small batch is memory-bound: each step reads the rank's weight shard a
 """
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -22,21 +23,28 @@ class Peak:
     source: str
 
 
-# Matched in order against the detected device name (torch.cuda/npu.get_device_name()); first hit wins.
+# Matched in order against the detected device name (torch.cuda/npu.get_device_name()), case-insensitively: every
+# pattern of an entry must match, first entry wins. The memory size and the form factor are part of NVIDIA's names
+# ("NVIDIA A100-PCIE-40GB", "NVIDIA A100 80GB PCIe", "NVIDIA H100 NVL"); A800/H800 share A100/H100's memory.
+_A100, _H100 = r"\bA[18]00\b", r"\bH[18]00\b"
 KNOWN: list[tuple[tuple[str, ...], Peak]] = [
-    (("A100", "80GB", "PCIe"), Peak("A100 80GB PCIe", 1935, 312, 80, "NVIDIA A100 datasheet")),
-    (("A100", "80GB"), Peak("A100 80GB SXM", 2039, 312, 80, "NVIDIA A100 datasheet")),
-    (("A100",), Peak("A100 40GB", 1555, 312, 40, "NVIDIA A100 datasheet")),
-    (("H100", "PCIe"), Peak("H100 PCIe", 2000, 756, 80, "NVIDIA H100 datasheet")),
-    (("H100",), Peak("H100 SXM", 3350, 989, 80, "NVIDIA H100 datasheet")),
-    (("910B3",), Peak("Ascend 910B3", 1600, 313, 64, "public Atlas 800T A2 figures (approximate)")),
-    (("910B4",), Peak("Ascend 910B4", 800, 280, 32, "public Atlas 800I A2 figures (approximate)")),
+    ((_A100, r"80\s*GB", r"PCIe"), Peak("A100/A800 80GB PCIe", 1935, 312, 80, "NVIDIA A100 datasheet")),
+    ((_A100, r"80\s*GB"), Peak("A100/A800 80GB SXM", 2039, 312, 80, "NVIDIA A100 datasheet")),
+    ((_A100,), Peak("A100/A800 40GB", 1555, 312, 40, "NVIDIA A100 datasheet")),
+    ((r"\bH200\b", r"NVL"), Peak("H200 NVL", 4800, 835, 141, "NVIDIA H200 datasheet")),
+    ((r"\bH200\b",), Peak("H200 SXM", 4800, 989, 141, "NVIDIA H200 datasheet")),
+    ((r"\bH20\b",), Peak("H20", 4000, 148, 96, "NVIDIA H20 product brief")),
+    ((_H100, r"NVL"), Peak("H100 NVL", 3900, 835, 94, "NVIDIA H100 datasheet")),
+    ((_H100, r"PCIe"), Peak("H100/H800 PCIe", 2000, 756, 80, "NVIDIA H100 datasheet")),
+    ((_H100,), Peak("H100/H800 SXM", 3350, 989, 80, "NVIDIA H100 datasheet")),
+    ((r"910B3",), Peak("Ascend 910B3", 1600, 313, 64, "public Atlas 800T A2 figures (approximate)")),
+    ((r"910B4",), Peak("Ascend 910B4", 800, 280, 32, "public Atlas 800I A2 figures (approximate)")),
 ]
 
 
 def known_peak(device_name: str | None) -> Peak | None:
-    for markers, peak in KNOWN:
-        if device_name and all(m in device_name for m in markers):
+    for patterns, peak in KNOWN:
+        if device_name and all(re.search(p, device_name, re.IGNORECASE) for p in patterns):
             return peak
     return None
 
@@ -72,10 +80,20 @@ def _local(param):
 
 
 def decode_bytes_per_step(model, batch_size: int, prompt_tokens: int, new_tokens: int, tensor_parallel: int) -> float:
-    """Weights shard + mean KV cache over the decode steps, per device, in bytes."""
+    """Weights shard + mean KV cache over the decode steps, per device, in bytes.
+
+    A step reads every weight once, except the input embedding: the lookup reads one row per sequence. Where the
+    embedding is tied to the output projection, the projection reads all of it anyway.
+    """
     cfg = model.config
-    weight_bytes = sum(_local(p).numel() * p.element_size() for p in model.parameters())
-    elem = next(model.parameters()).element_size()
+    embedding = model.get_input_embeddings().weight
+    output = model.get_output_embeddings()
+    tied = output is not None and output.weight is embedding
+    elem = embedding.element_size()
+    weight_bytes = sum(_local(p).numel() * p.element_size() for p in model.parameters()
+                       if tied or p is not embedding)
+    if not tied:
+        weight_bytes += batch_size * cfg.hidden_size * elem
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
     kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     mean_len = prompt_tokens + new_tokens / 2  # cache length grows by one per step

@@ -5,7 +5,9 @@ all checked before any rank starts, so a typo fails in a second rather than afte
 before it is written or pushed, and the push is one transaction.
 
 With `tensor_parallel = N > 1` the same `run_job` runs on N ranks under torchrun (runner.tp.launch / runner.tp.rank):
-every rank makes the same model calls, rank 0 keeps the records and executes the HumanEval samples.
+every rank makes the same model calls, rank 0 keeps the records and executes the HumanEval samples. A job that
+cannot fit in device memory at its size is refused before any rank starts, with the sizes that would fit
+(runner.preflight.fit).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from core import rundoc
-from runner import devices, environment, models, perf, roofline
+from runner import devices, environment, models, perf, power, roofline
 from runner.humaneval import generation as humaneval
 from runner.spec import JobSpec
 
@@ -75,19 +77,22 @@ def run_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = N
         step = bar(f"loading {spec.model.name}", 1)
         t0 = time.perf_counter()
         model_dir = models.resolve(spec.model, model_path)
-        model, tok = models.load(model_dir, torch_device, spec.model.dtype, tp_plan="auto" if world > 1 else None)
+        model, tok = models.load(model_dir, torch_device, spec.model.dtype, world=world)
         step()
         load_s = time.perf_counter() - t0
         peak_gbps, peak_source = roofline.peak_bandwidth_gbps(device.type, device.name)
-        records = []
+        meter = power.meter_for(device.type, local_rank)
+        records, energy = [], []
         for bs in spec.perf.batch_sizes:
             p = spec.perf
             step = bar(f"timing batch size {bs}", p.warmup + p.repeats)
             rec = perf.measure(model, device.type, torch_device, batch_size=bs, prompt_tokens=p.prompt_tokens,
-                               new_tokens=p.new_tokens, warmup=p.warmup, repeats=p.repeats, seed=spec.seed, step=step)
+                               new_tokens=p.new_tokens, warmup=p.warmup, repeats=p.repeats, seed=spec.seed, step=step,
+                               meter=meter)
             per_step = roofline.decode_bytes_per_step(model, bs, p.prompt_tokens, p.new_tokens, world)
             rec["bandwidth_gbps"], rec["bandwidth_util"] = roofline.achieved(
                 per_step, rec["decode_tokens_per_s"]["median"], bs, peak_gbps)
+            energy.append(rec.pop("energy"))
             records.append(rec)
         step = bar("token probe", 1)
         probe = token_probe(model, tok, torch_device, device.type)
@@ -105,17 +110,40 @@ def run_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = N
     doc["environment"].update(model_dir=str(model_dir), model_load_s=round(load_s, 3), peak_bandwidth_gbps=peak_gbps,
                               peak_bandwidth_source=peak_source, tensor_parallel_ranks=world)
     doc["perf"], doc["humaneval"], doc["token_probe"] = records, he, probe
+    doc["extra"] = {"energy": energy}
     doc["finished_at"] = rundoc.now()
     return rundoc.validate(doc)
 
 
-def submit_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = None,
-               console: Console | None = None) -> dict:
-    """Run the job in this process, or on N tensor-parallel ranks; returns the validated run document."""
+def preflight(spec: JobSpec, device: devices.Device, model_path: str | None, nodes=None):
+    """Everything that can refuse a job before any rank starts, cheapest first: its size against the model's heads
+    and this host's devices, its memory fit at that size (from the model's config: no weights, no conversion),
+    then the model itself (converted once into the cache where needed). Returns the model's local directory."""
+    from runner.preflight import fit
     from runner.tp import launch
 
-    model_dir = models.resolve(spec.model, model_path)  # converts the demo model once, before any rank starts
-    launch.check_size(models.model_config(model_dir), spec.model.tensor_parallel, device)
+    nodes = nodes or launch.Nodes()
+    config = models.config_for(spec.model, model_path)
+    launch.check_size(config, spec.model.tensor_parallel, device, nodes)
+    local = models.local_dir(spec.model, model_path)
+    tokenizer = None
+    if local is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(local)
+    fit.require(spec, device, config, nnodes=nodes.count, tokenizer=tokenizer)
+    return models.resolve(spec.model, model_path)
+
+
+def submit_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = None,
+               console: Console | None = None, nodes=None) -> dict | None:
+    """Run the job in this process, or on N tensor-parallel ranks (across `nodes`); returns the validated run
+    document, or None on a node other than node 0 (whose rank 0 keeps the records)."""
+    from runner.tp import launch
+
+    nodes = nodes or launch.Nodes()
+    preflight(spec, device, model_path, nodes)
     if spec.model.tensor_parallel == 1:
         return run_job(spec, device, model_path=model_path, console=console)
-    return rundoc.validate(launch.run_tensor_parallel(spec, device, model_path))
+    doc = launch.run_tensor_parallel(spec, device, model_path, nodes)
+    return rundoc.validate(doc) if doc is not None else None

@@ -89,3 +89,53 @@ def test_dockerfile_builds_what_compose_uses():
     assert 'exec runner \\"$@\\"' in text  # the entrypoint is the CLI
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+def _dockerfile_default(name: str) -> str:
+    m = re.search(rf'^ARG {name}=(?:"([^"]*)"|(\S*))$', (REPO / "Dockerfile").read_text(), re.M)
+    assert m, f"Dockerfile has no ARG {name}=..."
+    return m.group(1) if m.group(1) is not None else m.group(2)
+
+
+def test_images_follow_the_supported_stack_table(compose):
+    """The Dockerfile's defaults build the CPU image and compose's agents the CUDA and Ascend ones, each exactly as
+    runner/preflight/stacks.py says; a pin changed in one place only fails here."""
+    from runner.preflight import stacks
+
+    cpu = stacks.IMAGES["cpu"]
+    assert (_dockerfile_default("BASE_IMAGE"), _dockerfile_default("TORCH_INSTALL")) == (cpu.base_image,
+                                                                                          cpu.torch_install)
+    for service, kind in (("agent-a100", "cuda"), ("agent-910b3", "npu")):
+        args = compose["services"][service]["build"]["args"]
+        image = stacks.IMAGES[kind]
+        assert (args["BASE_IMAGE"], args["TORCH_INSTALL"]) == (image.base_image, image.torch_install), service
+
+
+def test_pyproject_pins_follow_the_table():
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from runner.preflight import stacks
+
+    deps = {Requirement(d).name: d for d in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+            ["dependencies"]}
+    assert {name: deps[name] for name in stacks.requirements()} == stacks.requirements()
+
+
+def test_the_table_is_consistent():
+    """Every image's torch satisfies the torch and transformers rules; the Ascend image is a row of Ascend's table;
+    torch-npu X.postN goes with torch X."""
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    from runner.preflight import stacks
+
+    minimum = SpecifierSet(f">={stacks.TORCH_MIN}")
+    for row in stacks.ASCEND:
+        assert Version(row.torch) in minimum and Version(row.torch_npu).base_version == row.torch
+    assert stacks.IMAGE_ASCEND in stacks.ASCEND and Version(stacks.IMAGE_TORCH) in minimum
+    assert stacks.IMAGE_CUDA in stacks.CUDA_DRIVERS
+    for kind in ("cpu", "npu"):
+        assert f"torch=={stacks.IMAGE_TORCH} " in stacks.IMAGES[kind].torch_install + " "
+    assert f":{stacks.IMAGE_TORCH}-cuda{stacks.IMAGE_CUDA}-" in stacks.IMAGES["cuda"].base_image

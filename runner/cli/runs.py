@@ -40,8 +40,9 @@ def _alerts_after_push(engine, fingerprints: list[str]) -> None:
 @user_errors
 def submit(
     job: Annotated[Path, typer.Option("--job", "-j", help="Job spec (TOML). Example: jobs/demo-cpu.toml")],
-    device: Annotated[str, typer.Option("--device", "-d", help="Device class of this host: cpu, A100, H100, 910B3, "
-                                                              "910B4. Checked against the detected hardware.")],
+    device: Annotated[str, typer.Option("--device", "-d", help="Device class of this host: cpu, A100, H100, H20, "
+                                                              "H200, 910B3, 910B4 (A800/H800 run as A100/H100). "
+                                                              "Checked against the detected hardware.")],
     out_file: Annotated[Optional[Path], typer.Option(
         "--out", "-o", help="Write the run document to this JSON file instead of pushing it (push later with "
                             "`runner push FILE`).")] = None,
@@ -53,22 +54,36 @@ def submit(
     endpoint: Annotated[Optional[str], typer.Option(
         "--endpoint", metavar="URL", help="A job with a [serving] section: measure the engine already serving the "
                                           "model at this OpenAI-compatible URL (e.g. http://127.0.0.1:8000).")] = None,
+    nnodes: Annotated[int, typer.Option(
+        "--nnodes", min=1, help="Hosts the tensor-parallel ranks span: run the same command on each, with its "
+                                "--node-rank; node 0 writes or pushes the run.")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This host's place among --nnodes hosts "
+                                                                     "(0 holds rank 0).")] = 0,
+    master_addr: Annotated[Optional[str], typer.Option(
+        "--master-addr", help="Address of node 0 that every node can reach (the rendezvous), with --nnodes > 1.")] = None,
+    master_port: Annotated[int, typer.Option("--master-port", help="Rendezvous port on node 0.")] = 29500,
     db: DbOpt = None,
     fmt: FormatOpt = "markdown",
 ):
     """Run a job on this host's device (perf timing + HumanEval), push the results, print the comparison tables.
+
+    A job that cannot fit in device memory at its tensor-parallel size is refused before any rank starts (see
+    `runner doctor`). Across hosts, e.g. 16 ranks on two 8-device hosts: the same command on each host with
+    --nnodes 2 --node-rank 0|1 --master-addr HOST0.
 
     Example: runner submit --device cpu --job jobs/demo-cpu.toml
     """
     from core import rundoc
     from runner import devices
     from runner.spec import load_spec
+    from runner.tp.launch import Nodes
 
     check_format(fmt)
     spec = load_spec(job)
+    nodes = Nodes(nnodes, node_rank, master_addr, master_port)
     dev = devices.detect(device)
     engine = None
-    if out_file is None:
+    if out_file is None and nodes.rank == 0:
         from db.engine import open_store
 
         engine = open_store(db)  # fail before the model loads, not after an hour of work
@@ -79,7 +94,10 @@ def submit(
 
         doc = serving.run(spec, dev, endpoint, model_path=model_path, console=err)
     else:
-        doc = submit_job(spec, dev, model_path=model_path, console=err)
+        doc = submit_job(spec, dev, model_path=model_path, console=err, nodes=nodes)
+    if doc is None:
+        err.print(f"node {nodes.rank} of {nodes.count}: its ranks finished; node 0 writes the run", highlight=False)
+        return
     if out_file is not None:
         rundoc.write(doc, out_file)
         err.print(f"wrote run {doc['run_id']} to {out_file} (push it with: runner push {out_file})", highlight=False)
