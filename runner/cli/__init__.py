@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from runner.cli import alerts, dashboard, doctor, fleet, report, runs, store
+from runner.cli import alerts, dashboard, doctor, fleet, report, runs, serving, store
 
 app = typer.Typer(
     help="Cross-device LLM comparison: run a job on this host's device, push the results to the SQL store, "
@@ -17,6 +17,7 @@ app = typer.Typer(
     no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]})
 app.add_typer(runs.app)
+app.add_typer(serving.app)
 app.add_typer(report.app)
 app.add_typer(doctor.app)
 app.add_typer(dashboard.app)
