@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from core.errors import UserError
 from core.metrics import ACCURACY_ROWS, SPEED, ratio
-from db.models import Run
+from db.models import JobDevice, Run
 from db.pairing import latest_run
 
 
@@ -58,9 +58,9 @@ class NoSharedJob(UserError):
 
 def latest_shared_fingerprint(session: Session, candidate: str, baseline: str) -> str | None:
     """The fingerprint with runs on both devices whose newest run is the most recent."""
-    stmt = (select(Run.fingerprint).where(Run.device_class.in_([candidate, baseline]))
-            .group_by(Run.fingerprint).having(func.count(func.distinct(Run.device_class)) == 2)
-            .order_by(func.max(Run.finished_at).desc()).limit(1))
+    stmt = (select(JobDevice.fingerprint).where(JobDevice.device_class.in_([candidate, baseline]))
+            .group_by(JobDevice.fingerprint).having(func.count() == 2)
+            .order_by(func.max(JobDevice.latest_finished_at).desc()).limit(1))
     return session.scalars(stmt).first()
 
 

@@ -29,6 +29,9 @@ NAMING = {
 }
 
 RunId = Annotated[str, mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)]
+# records whose unique constraint starts with run_id: that index serves lookups by run (a second one would only
+# slow every push)
+RecordRunId = Annotated[str, mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))]
 UtcTime = Annotated[dt.datetime, mapped_column(DateTime(timezone=True))]
 Json = Annotated[Any, mapped_column(JSON(none_as_null=True))]  # Python None is SQL NULL, not JSON null
 
@@ -66,15 +69,17 @@ class Run(Base):
     accuracy: Mapped[Optional[AccuracyRecord]] = relationship(back_populates="run", cascade="all, delete-orphan")
     problems: Mapped[list[ProblemResult]] = relationship(back_populates="run", cascade="all, delete-orphan")
 
-    # "latest run of device D for fingerprint F" is the query every table starts from
-    __table_args__ = (Index("ix_runs_fingerprint_device_finished", "fingerprint", "device_class", "finished_at"),)
+    # "latest run of device D for fingerprint F" is the query every table starts from: the whole pairing order
+    # (db.pairing.ORDER_BY) is in the index, so the latest run, or the last N, is a walk down its end, no sort
+    __table_args__ = (Index("ix_runs_fingerprint_device_order", "fingerprint", "device_class", "finished_at",
+                            "pushed_at", "id"),)
 
 
 class PerfRecord(Base):
     __tablename__ = "perf_records"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[RunId]
+    run_id: Mapped[RecordRunId]
     batch_size: Mapped[int]
     prompt_tokens: Mapped[Optional[int]]
     new_tokens: Mapped[Optional[int]]
@@ -124,7 +129,7 @@ class ProblemResult(Base):
     __tablename__ = "problem_results"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[RunId]
+    run_id: Mapped[RecordRunId]
     task_id: Mapped[str] = mapped_column(String(64))
     sample: Mapped[int]
     completion: Mapped[str] = mapped_column(Text)
@@ -136,6 +141,31 @@ class ProblemResult(Base):
 
     run: Mapped[Run] = relationship(back_populates="problems")
     __table_args__ = (UniqueConstraint("run_id", "task_id", "sample"),)
+
+
+# Runs per device that job_devices.recent_since keeps in reach: a pair's last RECENT - 1 points need, for each device,
+# its runs among them and the one before them.
+RECENT = 21
+
+
+class JobDevice(Base):
+    """One row per job (fingerprint) and device class with runs: its latest run in pairing order, how many runs it
+    has, and where its recent runs begin. db.store keeps it current in each push's transaction, so job lists and the
+    Overview read a row per job and device instead of every run; `runner db rebuild-summary` rebuilds it."""
+
+    __tablename__ = "job_devices"
+
+    fingerprint: Mapped[str] = mapped_column(String(16), primary_key=True)
+    device_class: Mapped[str] = mapped_column(String(32), primary_key=True)
+    runs: Mapped[int]
+    latest_run: Mapped[str] = mapped_column(String(36))  # no foreign key: a rebuild is the repair, not a cascade
+    latest_finished_at: Mapped[UtcTime]
+    latest_pushed_at: Mapped[UtcTime]
+    job_name: Mapped[str] = mapped_column(String(200))  # of the latest run (display names are not fingerprinted)
+    model_name: Mapped[str] = mapped_column(String(300))
+    # finished_at of the RECENT-th latest run (the oldest when fewer): runs finished at or after it hold the device's
+    # last RECENT runs, so "the last points of a pair" is one index range per device (db.overview)
+    recent_since: Mapped[UtcTime]
 
 
 class Alert(Base):

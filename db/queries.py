@@ -21,7 +21,7 @@ from core.metrics import METRICS, SPEED, titled
 from core.rules import pass_fractions
 from db import compare, pairing, stats, tables, trends
 from db.detect import SeriesKey
-from db.models import AccuracyRecord, Alert, PerfRecord, ProblemResult, Run
+from db.models import AccuracyRecord, Alert, JobDevice, PerfRecord, ProblemResult, Run
 
 # Environment fields whose change can move a ratio: always shown, "not recorded"
 # where a run lacks them. Then context, shown where either run recorded it.
@@ -38,15 +38,15 @@ def _task_key(task_id: str):
 
 
 def jobs(session: Session) -> list[dict]:
-    """One entry per fingerprint, most recently run first: name, model, runs per device class."""
-    stmt = (select(Run.fingerprint, Run.job_name, Run.model_name, Run.device_class, func.count(),
-                   func.max(Run.finished_at))
-            .group_by(Run.fingerprint, Run.job_name, Run.model_name, Run.device_class))
+    """One entry per fingerprint, most recently run first: name, model, runs per device class (from job_devices,
+    a row per job and device, not from every run)."""
+    stmt = select(JobDevice.fingerprint, JobDevice.job_name, JobDevice.model_name, JobDevice.device_class,
+                  JobDevice.runs, JobDevice.latest_finished_at)
     out: dict[str, dict] = {}
     for fp, name, model, device, n, last in session.execute(stmt):
         job = out.setdefault(fp, {"fingerprint": fp, "job_name": name, "model_name": model, "devices": {},
                                   "runs": 0, "last": last})
-        job["devices"][device] = job["devices"].get(device, 0) + n
+        job["devices"][device] = n
         job["runs"] += n
         if last >= job["last"]:  # the display name of the newest run (it is not part of the fingerprint)
             job.update(job_name=name, model_name=model, last=last)

@@ -1,18 +1,38 @@
-"""Writing run documents into the store: one transaction per run, idempotent by the run's UUID."""
+"""Writing run documents into the store: one transaction per run, idempotent by the run's UUID.
+
+A push is a few Core statements, not ORM objects: the run row is inserted with ON CONFLICT DO NOTHING on its id, so
+a replay, or a concurrent push of the same run, inserts nothing and reports it; then one executemany per record table;
+then the job's row in `job_devices` (its latest run, run count, where its recent runs begin) is brought up to date in
+the same transaction. `rebuild_summary` recomputes that table from the runs, should it ever be out of step.
+
+Example:
+    engine = open_store(url)
+    store.push(engine, rundoc.read("run.json"))   # True: stored; False: it was already there
+"""
 from __future__ import annotations
 
 import datetime as dt
 
+from sqlalchemy import Connection, Table, Update, bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
+from core.errors import StoreError
 from core.metrics import REGISTRY, TIMED
 from db.engine import session_scope
-from db.models import AccuracyRecord, PerfRecord, ProblemResult, Run, utc
+from db import serving
+from db.models import RECENT, AccuracyRecord, JobDevice, PerfRecord, Run, ServingRecord, utc
+from db.pairing import ORDER_BY
 
+RUNS, PERF, ACCURACY, JOB_DEVICES = (m.__table__ for m in (Run, PerfRecord, AccuracyRecord, JobDevice))
+SERVING = ServingRecord.__table__
 # a perf record's settings and host load, then its untimed metrics (timed ones carry median/p10/p90 and raw repeats)
 _PLAIN = ("prompt_tokens", "new_tokens", "warmup", "repeats", "cpu_own_cores", "cpu_other_cores", "cpu_contention",
           *(m.name for m in REGISTRY if m.source == "perf" and not m.timed))
+_QUANTILES = [(name, q) for name in TIMED for q in ("p10", "p90") if f"{name}_{q}" in PERF.c]
+PROBLEM_COLUMNS = ("run_id", "task_id", "sample", "completion", "passed", "verdict", "generated_tokens",
+                   "generation_s", "exec_s")
 
 
 def _time(value: str) -> dt.datetime:
@@ -20,59 +40,166 @@ def _time(value: str) -> dt.datetime:
     return utc(dt.datetime.fromisoformat(value))
 
 
-def _perf_row(rec: dict) -> PerfRecord:
-    row = PerfRecord(batch_size=rec["batch_size"], **{k: rec.get(k) for k in _PLAIN})
+def _perf_row(run_id: str, rec: dict) -> dict:
+    """One perf record's columns; every record gets the same keys (one executemany takes them all)."""
+    row = {"run_id": run_id, "batch_size": rec["batch_size"], **{k: rec.get(k) for k in _PLAIN}}
     raw = {}
     for name in TIMED:
         stat = rec.get(name) or {}
-        setattr(row, name, stat.get("median"))
-        for q in ("p10", "p90"):
-            if hasattr(PerfRecord, f"{name}_{q}"):
-                setattr(row, f"{name}_{q}", stat.get(q))
+        row[name] = stat.get("median")
         if stat.get("raw") is not None:
             raw[name] = stat["raw"]
-    row.raw = raw or None
+    for name, q in _QUANTILES:
+        row[f"{name}_{q}"] = (rec.get(name) or {}).get(q)
+    row["raw"] = raw or None
     return row
 
 
-def run_from_document(doc: dict) -> Run:
-    spec = doc["job"]["spec"]
-    run = Run(
-        id=doc["run_id"], fingerprint=doc["job"]["fingerprint"], job_name=doc["job"]["name"],
+def rows_from_document(doc: dict) -> tuple[dict, dict[Table, list[dict]], list[tuple]]:
+    """(the run's row, {table: its record rows} as Core parameters, its problem rows in PROBLEM_COLUMNS order)."""
+    spec, run_id = doc["job"]["spec"], doc["run_id"]
+    run = dict(
+        id=run_id, fingerprint=doc["job"]["fingerprint"], job_name=doc["job"]["name"],
         model_name=spec["model"]["name"], dtype=spec["model"]["dtype"], tensor_parallel=spec["model"]["tensor_parallel"],
         device_class=doc["device"]["class"], device_type=doc["device"]["type"], device_name=doc["device"]["name"],
         device_count=doc["device"]["count"], source=doc["source"], imported_from=doc.get("imported_from"),
         missing=doc["missing"], started_at=_time(doc["started_at"]), finished_at=_time(doc["finished_at"]),
         pushed_at=dt.datetime.now(dt.timezone.utc), environment=doc["environment"], spec=spec,
-        token_probe=doc.get("token_probe"), extra=doc.get("extra"),
-    )
-    run.perf = [_perf_row(r) for r in doc["perf"]]
-    he = doc["humaneval"]
+        token_probe=doc.get("token_probe"), extra=doc.get("extra"))
+    records = {PERF: [_perf_row(run_id, r) for r in doc["perf"]], SERVING: serving.rows(run_id, doc.get("serving"))}
+    he, problems = doc["humaneval"], []
     if he is not None:
-        run.accuracy = AccuracyRecord(
-            problems=he["problems"], samples_per_problem=he.get("samples_per_problem"), passed=he["passed"],
-            pass_at_1=he["pass_at_k"].get("1"), pass_at_k=he["pass_at_k"], generation_s=he.get("generation_s"),
-            execution_s=he.get("execution_s"), batch_agreement=he.get("batch_agreement"))
-        run.problems = [ProblemResult(task_id=r["task_id"], sample=r["sample"], completion=r["completion"],
-                                      passed=r["passed"], verdict=r["verdict"],
-                                      generated_tokens=r.get("generated_tokens"),
-                                      generation_s=r.get("generation_s"), exec_s=r.get("exec_s"))
-                        for r in he.get("results") or []]
-    return run
+        records[ACCURACY] = [dict(
+            run_id=run_id, problems=he["problems"], samples_per_problem=he.get("samples_per_problem"),
+            passed=he["passed"], pass_at_1=he["pass_at_k"].get("1"), pass_at_k=he["pass_at_k"],
+            generation_s=he.get("generation_s"), execution_s=he.get("execution_s"),
+            batch_agreement=he.get("batch_agreement"))]
+        problems = [(run_id, r["task_id"], r["sample"], r["completion"], r["passed"], r["verdict"],
+                     r.get("generated_tokens"), r.get("generation_s"), r.get("exec_s"))
+                    for r in he.get("results") or []]
+    return run, records, problems
+
+
+def _refresh() -> Update:
+    """UPDATE job_devices: each row's latest-run columns and recent_since, read from its job and device's runs down
+    the pairing index (the run at its end; the RECENT-th from the end, or the oldest when fewer)."""
+    jd = JOB_DEVICES.c
+    mine = (RUNS.c.fingerprint == jd.fingerprint, RUNS.c.device_class == jd.device_class)
+    newest_first = [RUNS.c[c.key].desc() for c in ORDER_BY]
+
+    def newest(column, skip: int = 0):
+        return select(column).where(*mine).order_by(*newest_first).offset(skip).limit(1).scalar_subquery()
+
+    oldest = select(func.min(RUNS.c.finished_at)).where(*mine).scalar_subquery()
+    return update(JOB_DEVICES).values(
+        latest_run=newest(RUNS.c.id), latest_finished_at=newest(RUNS.c.finished_at),
+        latest_pushed_at=newest(RUNS.c.pushed_at), job_name=newest(RUNS.c.job_name),
+        model_name=newest(RUNS.c.model_name),
+        recent_since=func.coalesce(newest(RUNS.c.finished_at, RECENT - 1), oldest))
+
+
+REFRESH = _refresh()
+
+
+class _Statements:
+    """A dialect's statements, built once: building one per push costs more than running it (cache keys)."""
+
+    def __init__(self, dialect: str):
+        try:
+            upsert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}[dialect]  # both have ON CONFLICT
+        except KeyError:
+            raise StoreError(f"the store supports SQLite and PostgreSQL, not {dialect}") from None
+        self.run = upsert(RUNS).on_conflict_do_nothing(index_elements=["id"]).execution_options(preserve_rowcount=True)
+        self.records = {t: insert(t) for t in (PERF, ACCURACY, SERVING)}
+        key = [JOB_DEVICES.c.fingerprint, JOB_DEVICES.c.device_class]
+        self.count = upsert(JOB_DEVICES).on_conflict_do_update(index_elements=key,
+                                                               set_={"runs": JOB_DEVICES.c.runs + 1})
+        self.refresh = REFRESH.where(key[0] == bindparam("fp"), key[1] == bindparam("device"))
+
+
+_STATEMENTS: dict[str, _Statements] = {}
+
+
+def _statements(conn: Connection) -> _Statements:
+    name = conn.dialect.name
+    if name not in _STATEMENTS:
+        _STATEMENTS[name] = _Statements(name)
+    return _STATEMENTS[name]
+
+
+def _count_in_summary(conn: Connection, run: dict) -> None:
+    """Count the run in its job_devices row, then refresh the row's latest and recent columns.
+
+    The count is an upsert that locks the row; the runs are read by the next statement. On PostgreSQL (read
+    committed) that statement sees every run whose push held this row before, so two pushes of one job and device
+    leave it right in either order. SQLite has one writer at a time."""
+    sql = _statements(conn)
+    conn.execute(sql.count, {"fingerprint": run["fingerprint"], "device_class": run["device_class"], "runs": 1,
+                             "latest_run": run["id"], "latest_finished_at": run["finished_at"],
+                             "latest_pushed_at": run["pushed_at"], "job_name": run["job_name"],
+                             "model_name": run["model_name"], "recent_since": run["finished_at"]})
+    conn.execute(sql.refresh, {"fp": run["fingerprint"], "device": run["device_class"]})
+
+
+def _bulk_problems(conn: Connection, rows: list[tuple]) -> None:
+    """Problem rows through the driver, one COPY stream (PostgreSQL) or one executemany (SQLite): SQLAlchemy's
+    per-row parameter handling costs more than the database's work. The columns are text, numbers and booleans,
+    which both drivers store as SQLAlchemy would; the driver's errors leave as SQLAlchemy's, like every statement's."""
+    columns = ", ".join(PROBLEM_COLUMNS)
+    driver, dbapi = conn.connection.driver_connection, conn.dialect.loaded_dbapi
+    sql = (f"COPY problem_results ({columns}) FROM STDIN" if conn.dialect.name == "postgresql" else
+           f"INSERT INTO problem_results ({columns}) VALUES ({', '.join('?' * len(PROBLEM_COLUMNS))})")
+    try:
+        if conn.dialect.name == "postgresql":
+            with driver.cursor() as cur, cur.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            driver.executemany(sql, rows)
+    except dbapi.Error as e:
+        raise DBAPIError.instance(sql, None, e, dbapi.Error) from None
+
+
+def _insert(conn: Connection, doc: dict) -> bool:
+    run, records, problems = rows_from_document(doc)
+    sql = _statements(conn)
+    if conn.execute(sql.run, run).rowcount == 0:
+        return False  # a replay, or a concurrent push of this run that committed first
+    for table, rows in records.items():
+        if rows:
+            conn.execute(sql.records[table], rows)
+    if problems:
+        _bulk_problems(conn, problems)
+    _count_in_summary(conn, run)
+    return True
 
 
 def push(engine: Engine, doc: dict) -> bool:
     """Insert one validated run document in one transaction. False if the run is already stored (a replay)."""
     with session_scope(engine) as session:
-        if session.get(Run, doc["run_id"]) is not None:
-            return False
-    try:
-        with session_scope(engine) as session:
-            session.add(run_from_document(doc))
-    except IntegrityError:
-        # a concurrent push of the same run won the race; anything else is a real conflict
-        with session_scope(engine) as session:
-            if session.get(Run, doc["run_id"]) is not None:
-                return False
-        raise
-    return True
+        return _insert(session.connection(), doc)
+
+
+def push_many(engine: Engine, docs: list[dict]) -> list[bool]:
+    """Insert several documents in one transaction, each as `push` would (for bulk loads; agents push one by one)."""
+    with session_scope(engine) as session:
+        conn = session.connection()
+        return [_insert(conn, doc) for doc in docs]
+
+
+def rebuild_summary(engine: Engine) -> int:
+    """Recompute job_devices from the runs; returns its rows. Pushes meanwhile wait (PostgreSQL) or queue (SQLite)."""
+    with session_scope(engine) as session:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":  # a push's count waits until the rebuilt rows are committed
+            conn.execute(text("LOCK TABLE job_devices IN SHARE ROW EXCLUSIVE MODE"))
+        conn.execute(delete(JOB_DEVICES))
+        # counts per job and device; the other columns get any value of the group, then REFRESH sets them
+        groups = select(RUNS.c.fingerprint, RUNS.c.device_class, func.count(), func.max(RUNS.c.id),
+                        *(func.max(RUNS.c[c]) for c in ("finished_at", "pushed_at", "job_name", "model_name",
+                                                         "finished_at"))
+                        ).group_by(RUNS.c.fingerprint, RUNS.c.device_class)
+        rows = conn.execute(insert(JOB_DEVICES).from_select([c.key for c in JOB_DEVICES.c], groups)
+                            .execution_options(preserve_rowcount=True)).rowcount
+        conn.execute(REFRESH)
+        return rows

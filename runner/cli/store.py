@@ -1,4 +1,4 @@
-"""`runner db`: create or upgrade the store's schema, print its revision."""
+"""`runner db`: create or upgrade the store's schema, print its revision, rebuild its per-job summary."""
 from __future__ import annotations
 
 import typer
@@ -36,3 +36,18 @@ def db_current(db: DbOpt = None):
               highlight=False)
 
 
+@db_app.command("rebuild-summary")
+@user_errors
+def db_rebuild_summary(db: DbOpt = None):
+    """Recompute the per-job summary (latest run, run count and recent runs of each job on each device) from the runs.
+
+    Pushes keep it current; rebuild it if it was ever written around (a restored backup of only some tables, runs
+    inserted by hand). Pushes wait meanwhile.
+
+    Example: runner db rebuild-summary --db postgresql://runner@db-host/devcompare
+    """
+    from db.engine import display_url, open_store, resolve_url
+    from db.store import rebuild_summary
+
+    rows = rebuild_summary(open_store(db))
+    err.print(f"{display_url(resolve_url(db))}: summary rebuilt, {rows} job/device row(s)", highlight=False)
