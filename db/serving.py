@@ -93,8 +93,8 @@ def table(sc: ServingComparison) -> list[list[str]]:
     and p99."""
     header = ["level", "device"]
     for m in SERVING:
-        header.append(titled(m) if not m.quantiles else f"{m.label} median ({m.unit})")
-        header += [f"{m.label} {q} ({m.unit})" for q in m.quantiles if q == "p99"]
+        short = m.name.removeprefix("serving_").removesuffix("_ms").upper()  # TTFT, TPOT, ITL, E2E as vLLM prints
+        header += [f"{short} {q} ({m.unit})" for q in ("median", "p99")] if m.quantiles else [titled(m)]
     out = [header]
     for row in sc.levels:
         label = level_label(row["mode"], row["level"])
@@ -116,7 +116,9 @@ def _engine(run: Run | None) -> str:
     server = ((run.environment or {}).get("server") or {}) if run is not None else {}
     engine = server.get("declared_engine") or "unknown engine"
     version = server.get("version")
-    return f"{engine} {version.get('version')}" if isinstance(version, dict) and version.get("version") else engine
+    if isinstance(version, dict) and version.get("version"):
+        return f"{engine} (version {version['version']})"
+    return engine
 
 
 def render(sc: ServingComparison, fmt: str) -> str:

@@ -57,7 +57,10 @@ def new_client(endpoint: str, connections: int) -> httpx2.AsyncClient:
 
 def _classify(e: BaseException) -> str:
     if isinstance(e, httpx2.ConnectError):
-        return "connection refused" if "refused" in str(e).lower() else "cannot connect"
+        cause = e
+        while cause is not None and not isinstance(cause, ConnectionRefusedError):
+            cause = cause.__cause__ or cause.__context__
+        return "connection refused" if cause is not None or "refused" in str(e).lower() else "cannot connect"
     if isinstance(e, (httpx2.RemoteProtocolError, httpx2.ReadError)):
         return "stream cut"
     return "transport error"

@@ -64,6 +64,8 @@ async def run_level(level: Level, n: int, send: Send, deadline: float, seed: int
 
         async def worker():
             for i in pending:
+                if time.perf_counter() >= deadline:
+                    break
                 await send(i, start(i))
         tasks = [asyncio.create_task(worker()) for _ in range(min(int(level.value), n))]
     else:
@@ -71,6 +73,8 @@ async def run_level(level: Level, n: int, send: Send, deadline: float, seed: int
             inflight = []
             try:
                 for i, at in enumerate(arrivals(level.value, n, seed)):
+                    if t0 + at >= deadline:
+                        break
                     await asyncio.sleep(max(0.0, t0 + at - time.perf_counter()))
                     inflight.append(asyncio.create_task(send(i, start(i))))
                 await asyncio.gather(*inflight)
