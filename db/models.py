@@ -143,6 +143,16 @@ class ProblemResult(Base):
     __table_args__ = (UniqueConstraint("run_id", "task_id", "sample"),)
 
 
+class PrecisionRecord(Base):
+    """A run document's `precision` section as it is (core.precision reads it): a table of its own because it is the
+    largest part of a run and only precision comparisons read it."""
+
+    __tablename__ = "precision_records"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[Json]
+
+
 # Runs per device that job_devices.recent_since keeps in reach: a pair's last RECENT - 1 points need, for each device,
 # its runs among them and the one before them.
 RECENT = 21
