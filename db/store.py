@@ -22,11 +22,12 @@ from core.errors import StoreError
 from core.metrics import REGISTRY, TIMED
 from db.engine import session_scope
 from db import serving
-from db.models import RECENT, AccuracyRecord, JobDevice, PerfRecord, Run, ServingRecord, utc
+from db.models import RECENT, AccuracyRecord, JobDevice, PerfRecord, PrecisionRecord, Run, ServingRecord, utc
 from db.pairing import ORDER_BY
 
 RUNS, PERF, ACCURACY, JOB_DEVICES = (m.__table__ for m in (Run, PerfRecord, AccuracyRecord, JobDevice))
 SERVING = ServingRecord.__table__
+PRECISION = PrecisionRecord.__table__
 # a perf record's settings and host load, then its untimed metrics (timed ones carry median/p10/p90 and raw repeats)
 _PLAIN = ("prompt_tokens", "new_tokens", "warmup", "repeats", "cpu_own_cores", "cpu_other_cores", "cpu_contention",
           *(m.name for m in REGISTRY if m.source == "perf" and not m.timed))
@@ -67,6 +68,7 @@ def rows_from_document(doc: dict) -> tuple[dict, dict[Table, list[dict]], list[t
         pushed_at=dt.datetime.now(dt.timezone.utc), environment=doc["environment"], spec=spec,
         token_probe=doc.get("token_probe"), extra=doc.get("extra"))
     records = {PERF: [_perf_row(run_id, r) for r in doc["perf"]], SERVING: serving.rows(run_id, doc.get("serving"))}
+    records[PRECISION] = [dict(run_id=run_id, data=doc["precision"])] if doc.get("precision") else []
     he, problems = doc["humaneval"], []
     if he is not None:
         records[ACCURACY] = [dict(
@@ -110,7 +112,7 @@ class _Statements:
         except KeyError:
             raise StoreError(f"the store supports SQLite and PostgreSQL, not {dialect}") from None
         self.run = upsert(RUNS).on_conflict_do_nothing(index_elements=["id"]).execution_options(preserve_rowcount=True)
-        self.records = {t: insert(t) for t in (PERF, ACCURACY, SERVING)}
+        self.records = {t: insert(t) for t in (PERF, ACCURACY, SERVING, PRECISION)}
         key = [JOB_DEVICES.c.fingerprint, JOB_DEVICES.c.device_class]
         self.count = upsert(JOB_DEVICES).on_conflict_do_update(index_elements=key,
                                                                set_={"runs": JOB_DEVICES.c.runs + 1})
