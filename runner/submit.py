@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from core import rundoc
-from runner import devices, environment, models, perf, power, roofline
+from runner import devices, environment, models, perf, power, precision, roofline
 from runner.humaneval import generation as humaneval
 from runner.spec import JobSpec
 
@@ -97,6 +97,7 @@ def run_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = N
         step = bar("token probe", 1)
         probe = token_probe(model, tok, torch_device, device.type)
         step()
+        layers = precision.capture(model, tok, spec.precision, torch_device)  # on every rank: forwards are collective
         he = None
         if spec.humaneval is not None:
             he = humaneval.run(model, tok, spec.humaneval, torch_device, spec.seed, lead=lead,
@@ -109,7 +110,7 @@ def run_job(spec: JobSpec, device: devices.Device, *, model_path: str | None = N
         spec=spec.to_dict(), started_at=started)
     doc["environment"].update(model_dir=str(model_dir), model_load_s=round(load_s, 3), peak_bandwidth_gbps=peak_gbps,
                               peak_bandwidth_source=peak_source, tensor_parallel_ranks=world)
-    doc["perf"], doc["humaneval"], doc["token_probe"] = records, he, probe
+    doc["perf"], doc["humaneval"], doc["token_probe"], doc["precision"] = records, he, probe, layers
     doc["extra"] = {"energy": energy}
     doc["finished_at"] = rundoc.now()
     return rundoc.validate(doc)
