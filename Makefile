@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   - venv + project + demo model, runs the demo job on this CPU, prints the comparison tables
 #   make test   - the whole test suite (installs PostgreSQL's server first if it is missing)
+# and one that lists the BENCHMARKS.md sections to re-run: make bench-status
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv system-deps clean
+.PHONY: demo test venv system-deps clean bench-status
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +48,10 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# BENCHMARKS.md sections whose commit or measured files no longer match HEAD (bench/status.py; standard library only)
+bench-status:
+	@$(PYTHON) -m bench.status
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

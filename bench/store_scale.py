@@ -1,16 +1,24 @@
-"""Store at fleet scale, on SQLite and PostgreSQL: ingest N run documents (164 HumanEval problem records each,
-two batch sizes with raw repeats, a token probe), then time the two read paths people wait on:
-- the comparison query for one fingerprint (db.compare.build: latest run of each device, perf + accuracy);
-- the trend query for one device pair (db.trends.pair_trends: every series of every fingerprint).
+"""Store at fleet scale, on SQLite and PostgreSQL: ingest N run documents (164 HumanEval problem records each, two
+batch sizes with raw repeats, a token probe), then time what people and agents wait on:
+- ingest: the last --timed runs pushed one by one through db.store.push by two fleets in turn (an engine per device
+  class, runs alternating 910B3 / A100), after the store was filled to N - --timed runs by db.store.push_many (the
+  same insert, 100 runs per transaction);
+- comparison: db.compare.build for one job (latest run of each device, perf + accuracy);
+- trend: db.queries.trend, what the Trends page charts (one job, one metric, both devices and their ratio points);
+- alert evaluation after one push: db.alerts.deliver.evaluate_and_deliver for the pushed job, as `runner push` and
+  the agent run it (the push itself is not timed);
+- Overview: db.overview.overview (every job and device pair: ratios, changes, sparklines, alerts, ages);
+- every trend of the pair over all jobs (db.trends.pair_trends, no target: its answer grows with history);
+- the store's size on disk per run.
 
-Targets: ingest >= 50 runs/s through db.store.push (one transaction per run, as agents push), comparison
-< 100 ms and trend < 300 ms at 10,000 runs. Query times are the median of --repeats calls after one warm-up.
+Targets at 100,000 runs, both backends: ingest >= 200 runs/s, comparison < 20 ms, trend < 150 ms, alert evaluation
+< 100 ms, Overview < 300 ms. Query times are the median of --repeats calls after one warm-up.
 
-Runs alternate 910B3 / A100 over --fingerprints jobs, one run every 10 minutes of simulated time, so the device
-pair covers every run (the trend query's worst case). PostgreSQL: --pg-url (or $DATABASE_URL) names a server whose
-given database is used as is; without one a throw-away cluster is started (db/testing.py, as the tests do).
+Runs alternate 910B3 / A100 over --fingerprints jobs, one run every 10 minutes of simulated time. PostgreSQL:
+--pg-url (or $DATABASE_URL) names a server whose given database is used as is; without one a throw-away cluster is
+started (db/testing.py, as the tests do; fsync off). SQLite: a file in a temporary directory (WAL, synchronous FULL).
 
-Run: .venv/bin/python -m bench.store_scale [--runs 10000] [--backends sqlite,postgresql]
+Run: .venv/bin/python -m bench.store_scale [--runs 100000] [--backends sqlite,postgresql]
 """
 from __future__ import annotations
 
@@ -27,6 +35,10 @@ from pathlib import Path
 
 from bench._report import write_section
 
+# what this benchmark measures: a change to any of these makes its BENCHMARKS.md section stale (bench/status.py)
+MEASURES = ["bench/store_scale.py", "db/store.py", "db/models.py", "db/engine.py", "db/pairing.py", "db/compare.py",
+            "db/trends.py", "db/queries.py", "db/overview.py", "db/alerts", "core/metrics.py", "core/rules.py",
+            "migrations/versions"]
 CANDIDATE, BASELINE = "910B3", "A100"
 
 
@@ -75,63 +87,119 @@ def make_doc(i: int, fingerprints: int, problems: int, rng: random.Random, t0: d
     }
 
 
-def timed(fn, repeats: int) -> float:
-    """Median wall time of fn() in ms, after one warm-up call."""
-    fn()
+def timed(fn, repeats: int, setup=None) -> float:
+    """Median wall time of fn() in ms, after one warm-up call; setup() runs untimed before each call."""
     times = []
-    for _ in range(repeats):
+    for _ in range(repeats + 1):
+        if setup is not None:
+            setup()
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times[1:])
 
 
-def bench_backend(url: str, runs: int, fingerprints: int, problems: int, repeats: int) -> dict:
-    from db import compare, store, trends
-    from db.engine import open_store, session_scope
+def disk_bytes(engine) -> int:
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            return conn.scalar(text("SELECT pg_database_size(current_database())"))
+    path = Path(engine.url.database)
+    with engine.connect() as conn:  # fold the WAL into the file first, so the file is the whole store
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def ingest(url: str, runs: int, timed_runs: int, docs) -> dict:
+    """Fill the store to runs - timed_runs in bulk, then push the rest one by one, two fleets in turn."""
+    from db import store
+    from db.engine import make_engine, open_store
+
+    fleets = {CANDIDATE: open_store(url), BASELINE: make_engine(url)}  # each fleet has its own connections
+    bulk = runs - timed_runs
+    t, i, chunk = time.perf_counter(), 0, 100
+    while i < bulk:
+        n = min(chunk, bulk - i)
+        store.push_many(fleets[CANDIDATE], [docs(i + k) for k in range(n)])
+        i += n
+        if i % max(bulk // 10, chunk) < chunk:
+            print(f"  {i}/{runs} runs (bulk, {i / (time.perf_counter() - t):.0f} runs/s)", file=sys.stderr, flush=True)
+    bulk_s = time.perf_counter() - t
+    push_s = 0.0
+    for i in range(bulk, runs):
+        doc = docs(i)  # built outside the timer: only the push is measured
+        t = time.perf_counter()
+        assert store.push(fleets[doc["device"]["class"]], doc)
+        push_s += time.perf_counter() - t
+    for engine in fleets.values():
+        engine.dispose()
+    return {"bulk_runs": bulk, "bulk_per_s": bulk / bulk_s if bulk else None, "timed_runs": timed_runs,
+            "runs_per_s": timed_runs / push_s if timed_runs else None}
+
+
+def bench_backend(url: str, args) -> dict:
     from core import rundoc
+    from db import compare, overview, queries, store, trends
+    from db.alerts.deliver import evaluate_and_deliver
+    from db.engine import open_store, session_scope
 
-    engine = open_store(url)
     rng = random.Random(1234)
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    rundoc.validate(make_doc(0, fingerprints, problems, random.Random(0), t0))  # the synthetic shape is a real one
-    push_s = 0.0
-    step = max(runs // 10, 1)
-    for i in range(runs):
-        doc = make_doc(i, fingerprints, problems, rng, t0)  # built outside the timer: only the push is measured
-        t = time.perf_counter()
-        store.push(engine, doc)
-        push_s += time.perf_counter() - t
-        if (i + 1) % step == 0:
-            print(f"  {i + 1}/{runs} runs, {(i + 1) / push_s:.0f} runs/s", file=sys.stderr, flush=True)
-    fp = f"{(fingerprints // 2):016x}"
+    rundoc.validate(make_doc(0, args.fingerprints, args.problems, random.Random(0), t0))  # a real document's shape
+
+    def docs(i: int) -> dict:
+        return make_doc(i, args.fingerprints, args.problems, rng, t0)
+
+    result = ingest(url, args.runs, min(args.timed, args.runs), docs)
+    engine = open_store(url)
+    fp = f"{(args.fingerprints // 2):016x}"
 
     def comparison():
         with session_scope(engine) as s:
             cmp = compare.build(s, fp, CANDIDATE, BASELINE)
             assert cmp.candidate_run is not None and cmp.baseline_run is not None and cmp.speed
 
+    def trend():
+        with session_scope(engine) as s:
+            assert queries.trend(s, fp, CANDIDATE, BASELINE, "decode_tokens_per_s", 1)["ratios"]
+
+    rows = 0
+
+    def over():
+        nonlocal rows
+        with session_scope(engine) as s:
+            rows = len(overview.overview(s))
+
     points = 0
 
-    def trend():
+    def all_trends():
         nonlocal points
         with session_scope(engine) as s:
-            series = trends.pair_trends(s, CANDIDATE, BASELINE)
-        points = sum(len(p) for p in series.values())
+            points = sum(len(p) for p in trends.pair_trends(s, CANDIDATE, BASELINE).values())
 
-    result = {"runs_per_s": runs / push_s, "ingest_s": push_s, "compare_ms": timed(comparison, repeats),
-              "trend_ms": timed(trend, repeats)}
-    result["trend_points"] = points
+    # one more run of the job, then the evaluation `runner push` starts for it (the push is not timed)
+    n = args.runs + 2 * args.fingerprints * (args.fingerprints // 2)  # a run index that maps to job `fp`, device 910B3
+    extra = iter(range(n, n + 2 * args.fingerprints * 100, 2 * args.fingerprints))
+    os.environ.pop("DEVCOMPARE_WEBHOOK_URL", None)
+    result.update(compare_ms=timed(comparison, args.repeats), trend_ms=timed(trend, args.repeats),
+                  overview_ms=timed(over, args.repeats),
+                  alerts_ms=timed(lambda: evaluate_and_deliver(engine, [fp]), args.alert_repeats,
+                                  setup=lambda: store.push(engine, docs(next(extra)))),
+                  all_trends_ms=timed(all_trends, 1), all_trend_points=points, overview_rows=rows)
+    result["bytes_per_run"] = disk_bytes(engine) / args.runs
     engine.dispose()
     return result
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=10_000, help="run documents to ingest per backend")
+    ap.add_argument("--runs", type=int, default=100_000, help="run documents to ingest per backend")
+    ap.add_argument("--timed", type=int, default=2_000, help="the last runs, pushed one by one and timed")
     ap.add_argument("--problems", type=int, default=164, help="HumanEval problem records per run")
     ap.add_argument("--fingerprints", type=int, default=50, help="distinct jobs the runs are spread over")
     ap.add_argument("--repeats", type=int, default=7, help="timed calls per query (median reported)")
+    ap.add_argument("--alert-repeats", type=int, default=3, help="timed alert evaluations (each after a push)")
     ap.add_argument("--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("DATABASE_URL"),
                     help="PostgreSQL URL with a database part (default $DATABASE_URL; else a throw-away cluster)")
@@ -154,7 +222,7 @@ def main(argv=None) -> None:
             else:
                 raise SystemExit(f"unknown backend {backend!r} (sqlite, postgresql)")
             print(f"{backend}: ingesting {args.runs} runs x {args.problems} problem records", file=sys.stderr)
-            results[backend] = bench_backend(url, args.runs, args.fingerprints, args.problems, args.repeats)
+            results[backend] = bench_backend(url, args)
             print(f"{backend}: {results[backend]}", file=sys.stderr)
     finally:
         if cluster is not None:
@@ -162,27 +230,41 @@ def main(argv=None) -> None:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-
-    def verdict(ok: bool) -> str:
-        return "ok" if ok else "MISSED"
-
-    lines = [f"{args.runs:,} runs ({args.runs // 2:,} per device, {args.fingerprints} fingerprints), "
-             f"{args.problems} problem records and 2 batch sizes each; queries: median of {args.repeats}.", "",
-             "| backend | ingest (runs/s) | ingest time (s) | comparison query (ms) | trend query (ms) "
-             "| trend points |", "|---|---|---|---|---|---|"]
-    for backend, r in results.items():
-        lines.append(f"| {backend} | {r['runs_per_s']:.0f} ({verdict(r['runs_per_s'] >= 50)}) | {r['ingest_s']:.0f} "
-                     f"| {r['compare_ms']:.1f} ({verdict(r['compare_ms'] < 100)}) "
-                     f"| {r['trend_ms']:.1f} ({verdict(r['trend_ms'] < 300)}) | {r['trend_points']:,} |")
-    lines += ["", "Targets: ingest >= 50 runs/s, comparison < 100 ms, trend < 300 ms. Ingest goes through "
-              "`db.store.push` (one transaction per run, as an agent pushes); comparison is `db.compare.build` for "
-              "one fingerprint, trend is `db.trends.pair_trends` for 910B3 vs A100 over every fingerprint.",
-              f"Command: `.venv/bin/python -m bench.store_scale --runs {args.runs}`"]
-    body = "\n".join(lines)
+    body = report(results, args)
     print(body)
     if not args.no_write:
-        write_section("store_scale", "Store at scale: ingest, comparison and trend queries (SQLite, PostgreSQL)",
-                      body)
+        write_section("store_scale", "Store at scale: ingest, comparison, trend, alerts and Overview (SQLite, "
+                                     "PostgreSQL)", body)
+
+
+def report(results: dict, args) -> str:
+    def cell(value: float, ok: bool, fmt: str = ".1f") -> str:
+        return f"{value:{fmt}} ({'ok' if ok else 'MISSED'})"
+
+    lines = [f"{args.runs:,} runs ({args.runs // 2:,} per device, {args.fingerprints} jobs), {args.problems} problem "
+             f"records and 2 batch sizes each. Ingest: the store filled to {args.runs - args.timed:,} runs in bulk "
+             f"(`db.store.push_many`, 100 runs a transaction), then the last {args.timed:,} pushed one by one "
+             "(`db.store.push`, one transaction each) by two fleets in turn. Queries: median of "
+             f"{args.repeats} (alert evaluation: of {args.alert_repeats}, each after a push).", "",
+             "| backend | ingest at scale (runs/s) | bulk fill (runs/s) | comparison (ms) | trend (ms) "
+             "| alert evaluation after a push (ms) | Overview (ms) | all trends of the pair (ms) | disk per run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for backend, r in results.items():
+        bulk = f"{r['bulk_per_s']:.0f}" if r["bulk_per_s"] else "-"
+        lines.append(
+            f"| {backend} | {cell(r['runs_per_s'], r['runs_per_s'] >= 200, '.0f')} | {bulk} "
+            f"| {cell(r['compare_ms'], r['compare_ms'] < 20)} | {cell(r['trend_ms'], r['trend_ms'] < 150)} "
+            f"| {cell(r['alerts_ms'], r['alerts_ms'] < 100)} | {cell(r['overview_ms'], r['overview_ms'] < 300)} "
+            f"| {r['all_trends_ms']:.0f} ({r['all_trend_points']:,} points) | {r['bytes_per_run'] / 1024:.0f} KiB |")
+    lines += ["", "Targets: ingest >= 200 runs/s, comparison < 20 ms, trend < 150 ms, alert evaluation < 100 ms, "
+              "Overview < 300 ms. Comparison: `db.compare.build` for one job; trend: `db.queries.trend` for one job "
+              "and metric (the Trends page's chart); alert evaluation: `db.alerts.deliver.evaluate_and_deliver` for "
+              "the pushed job; Overview: `db.overview.overview` "
+              f"({next(iter(results.values()))['overview_rows']} rows); all trends: `db.trends.pair_trends` over "
+              "every job (no target: its answer grows with history). Disk: the SQLite file, or "
+              "`pg_database_size`, over the runs.",
+              f"Command: `.venv/bin/python -m bench.store_scale --runs {args.runs}`"]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,9 @@ class Run(Base):
     # "latest run of device D for fingerprint F" is the query every table starts from: the whole pairing order
     # (db.pairing.ORDER_BY) is in the index, so the latest run, or the last N, is a walk down its end, no sort
     __table_args__ = (Index("ix_runs_fingerprint_device_order", "fingerprint", "device_class", "finished_at",
-                            "pushed_at", "id"),)
+                            "pushed_at", "id"),
+                      # the newest runs of the whole store (run lists) are the end of this one
+                      Index("ix_runs_order", "finished_at", "pushed_at", "id"))
 
 
 class PerfRecord(Base):

@@ -60,20 +60,21 @@ def _recent_runs(session: Session, devices: list[JobDevice]) -> dict[str, list[_
             .select_from(runs.outerjoin(acc, acc.c.run_id == runs.c.id).outerjoin(perf, perf.c.run_id == runs.c.id))
             .where(runs.c.fingerprint == bindparam("fp"), runs.c.device_class == bindparam("device"),
                    runs.c.finished_at >= bindparam("since")))
+    accuracy_keys = [(m.name, None) for m in ACCURACY]
     out: dict[str, dict[str, _Run]] = {}
     for jd in devices:
         mine = out.setdefault(jd.fingerprint, {})
-        for row in session.execute(stmt, {"fp": jd.fingerprint, "device": jd.device_class,
-                                          "since": jd.recent_since}):
-            m = row._mapping
-            run = mine.get(row.id)
+        params = {"fp": jd.fingerprint, "device": jd.device_class, "since": jd.recent_since}
+        for row in session.execute(stmt, params):
+            run_id, rest = row[0], row[6:]  # by position: a row per run and batch size, thousands of them
+            run = mine.get(run_id)
             if run is None:
-                run = mine[row.id] = _Run(row.id, row.device_class, row.finished_at, row.pushed_at, row.source,
-                                          row.problems)
-                run.values.update({(a.name, None): m[a.name] for a in ACCURACY if m[a.name] is not None})
-            if row.batch_size is not None:
-                run.timed[row.batch_size] = bool(row.cpu_contention)
-                run.values.update({(s.name, row.batch_size): m[s.name] for s in SPEED if m[s.name] is not None})
+                run = mine[run_id] = _Run(*row[:6])
+                run.values.update((k, v) for k, v in zip(accuracy_keys, rest) if v is not None)
+            batch_size, contention, *speed = rest[len(ACCURACY):]
+            if batch_size is not None:
+                run.timed[batch_size] = bool(contention)
+                run.values.update(((m.name, batch_size), v) for m, v in zip(SPEED, speed) if v is not None)
     return {fp: list(by_id.values()) for fp, by_id in out.items()}
 
 

@@ -1,6 +1,6 @@
 """job_devices: each job's latest run, run count and recent runs per device class, kept at push; the runs index
-carries the whole pairing order (finished_at, pushed_at, id); perf and problem records lose their run_id index (their
-unique constraints start with run_id)
+carries the whole pairing order (finished_at, pushed_at, id), and a second one that order alone (the newest runs);
+perf and problem records lose their run_id index (their unique constraints start with run_id)
 
 Revision ID: 0004
 Revises: 0003
@@ -37,6 +37,7 @@ def upgrade() -> None:
         batch_op.drop_index('ix_runs_fingerprint_device_finished')
         batch_op.create_index('ix_runs_fingerprint_device_order',
                               ['fingerprint', 'device_class', 'finished_at', 'pushed_at', 'id'], unique=False)
+        batch_op.create_index('ix_runs_order', ['finished_at', 'pushed_at', 'id'], unique=False)
     for table in ('perf_records', 'problem_results'):
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.drop_index(f'ix_{table}_run_id')
@@ -61,6 +62,7 @@ def downgrade() -> None:
         with op.batch_alter_table(table, schema=None) as batch_op:
             batch_op.create_index(f'ix_{table}_run_id', ['run_id'], unique=False)
     with op.batch_alter_table('runs', schema=None) as batch_op:
+        batch_op.drop_index('ix_runs_order')
         batch_op.drop_index('ix_runs_fingerprint_device_order')
         batch_op.create_index('ix_runs_fingerprint_device_finished', ['fingerprint', 'device_class', 'finished_at'],
                               unique=False)
