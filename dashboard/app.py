@@ -16,6 +16,7 @@ page = st.navigation([
     st.Page("views/problems.py", title="Problems", icon=":material/rule:"),
     st.Page("views/runs.py", title="Runs", icon=":material/list:"),
     st.Page("views/alerts.py", title="Alerts", icon=":material/notifications:"),
+    st.Page("views/serving.py", title="Serving", icon=":material/speed:"),
 ])
 ui.sidebar(data.store_url())
 page.run()
