@@ -139,3 +139,11 @@ def test_the_table_is_consistent():
     for kind in ("cpu", "npu"):
         assert f"torch=={stacks.IMAGE_TORCH} " in stacks.IMAGES[kind].torch_install + " "
     assert f":{stacks.IMAGE_TORCH}-cuda{stacks.IMAGE_CUDA}-" in stacks.IMAGES["cuda"].base_image
+
+
+def test_readme_shows_the_table():
+    from runner.preflight import stacks
+
+    readme = (REPO / "README.md").read_text()
+    for device_type in ("npu", "cuda", "cpu"):
+        assert stacks.markdown(device_type) in readme, f"README's {device_type} stack table differs from the code"

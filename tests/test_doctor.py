@@ -135,3 +135,18 @@ def test_stack_rules_on_recorded_version_sets():
     assert good["ascend"][0] == "ok" and good["npu-driver"][0] == "ok"
     assert _status("npu", torch="2.6.0", torch_npu="2.6.0.post3", cann="8.3.RC1.1")["ascend"][0] == "ok"
     assert _status("npu", torch_npu="2.8.0", cann=None)["cann"][0] == "fail"
+
+
+def test_agent_refuses_a_job_that_cannot_fit_before_any_rank_starts(tmp_path):
+    from db import queue
+    from db.engine import open_store
+    from runner.fleet.agent import Agent
+    from tests.fleet_support import jobs
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    engine = open_store(url)
+    [job] = queue.enqueue(engine, load_spec(CODELLAMA), ["cpu"], max_attempts=1)
+    assert Agent(engine, devices.detect("cpu"), outbox_dir=tmp_path / "outbox", once=True).serve() == 0
+    [row] = jobs(url)
+    assert row.id == job and row.state == "failed" and row.run_id is None
+    assert "at TP 2 needs" in row.error and "no tensor-parallel size fits this host" in row.error

@@ -108,3 +108,108 @@ def test_token_agreement_reports_first_divergence():
     assert token_agreement(a, None) is None
     empty = {"tasks": ["t0"], "tokens": [[]]}
     assert token_agreement(empty, empty) is None  # no tokens: nothing to compare, not a share of 0/0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_loopback_give_the_same_tokens_as_one_node(tmp_path):
+    """TP 2 as two torchrun nodes of one rank each (static rendezvous on 127.0.0.1, gloo), each started by its own
+    `runner submit`: node 0 writes the document, node 1 writes nothing, and the tokens are one node's."""
+    import subprocess
+    import sys
+
+    job = _job(tmp_path, "n2", "tiny-random-llama", 2, "first:3", 16)
+    one = _submit(job, tmp_path / "one.json")
+    port, outs = _free_port(), [tmp_path / "node0.json", tmp_path / "node1.json"]
+    procs = [subprocess.Popen([sys.executable, "-m", "runner.cli", "submit", "--device", "cpu", "--job", str(job),
+                               "--nnodes", "2", "--node-rank", str(k), "--master-addr", "127.0.0.1",
+                               "--master-port", str(port), "--out", str(outs[k])],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for k in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs
+    assert "node 1 of 2: its ranks finished" in logs[1] and not outs[1].exists()
+    two = rundoc.read(outs[0])
+    assert two["device"]["count"] == 2 and two["job"]["fingerprint"] == one["job"]["fingerprint"]
+    assert _completions(two) == _completions(one)
+    assert token_agreement(one["token_probe"], two["token_probe"])["share"] == 1.0
+    assert [e["available"] for e in two["extra"]["energy"]] == [e["available"] for e in one["extra"]["energy"]]
+    _no_rank_left()
+
+
+def test_nodes_are_checked_before_any_rank_starts(tmp_path):
+    job = _job(tmp_path, "n", "tiny-random-llama", 2, "first:1", 4)
+    for args, fragment in ((["--nnodes", "2"], "--nnodes > 1 needs --master-addr"),
+                           (["--nnodes", "2", "--node-rank", "2", "--master-addr", "h"], "--node-rank must be in 0..1"),
+                           (["--nnodes", "4", "--master-addr", "h"], "does not split evenly over --nnodes 4")):
+        result = runner.invoke(app, ["submit", "--device", "cpu", "--job", str(job), "--out", str(tmp_path / "x"),
+                                     *args])
+        assert result.exit_code == 2 and fragment in result.output, result.output
+
+
+def test_a_rank_waits_two_hours_at_a_barrier():
+    """The process group outlives rank 0's HumanEval execution: its timeout is not the 10-minute default."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    from runner import devices
+    from runner.tp.rank import GROUP_TIMEOUT, init_group
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0", WORLD_SIZE="1")
+    try:
+        init_group(devices.bind("cpu", 0))
+        timeout = dist.distributed_c10d._get_default_group()._get_backend(torch.device("cpu")).options._timeout
+        assert timeout == GROUP_TIMEOUT and GROUP_TIMEOUT.total_seconds() == 7200
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+        for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE"):
+            os.environ.pop(k, None)
+
+
+def test_sharded_model_runs_without_inference_mode():
+    """Under tensor parallel the weights are DTensors: model calls run under no_grad (inference_mode broke
+    bias-free linears on DTensor before torch 2.6); one process keeps inference_mode."""
+    import torch
+
+    from runner import models
+    from runner.spec import ModelSpec
+
+    model, _ = models.load(models.resolve(ModelSpec(name=models.SMOKE)), "cpu", "float32")
+    assert isinstance(models.inference(model), torch.inference_mode)
+    assert models.sharding_kwargs(2).keys() <= {"distributed_config", "tp_plan"}
+
+
+def test_agents_on_two_nodes_run_a_job_across_them(tmp_path):
+    """Node 0's agent claims a TP 2 job and runs it with node 1's agent, one rank each, over the loopback."""
+    from db import queue
+    from db.engine import open_store
+    from tests.fleet_support import LIGHT, jobs, spec, start_agent, stop_all, wait_for
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    [job] = queue.enqueue(open_store(url), spec({**LIGHT, "model": {"name": "tiny-random-llama",
+                                                                   "tensor_parallel": 2}}), ["cpu"])
+    group = ["--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), "--nproc-per-node", "1"]
+    logs = [tmp_path / "node0.log", tmp_path / "node1.log"]
+    follower = start_agent(url, tmp_path / "outbox1", logs[1], *group, "--node-rank", "1")
+    leader = start_agent(url, tmp_path / "outbox0", logs[0], *group, "--node-rank", "0", "--once")
+    try:
+        assert leader.wait(timeout=600) == 0, logs[0].read_text()
+        wait_for(lambda: "this node's ranks finished node 0's job" in logs[1].read_text(), 60,
+                 "node 1 to report its ranks", follower, logs[1])
+    finally:
+        stop_all([follower, leader])
+    [row] = jobs(url)
+    assert (row.id, row.state) == (job, "done") and row.run_id
+    from db.engine import session_scope
+    from db.models import Run
+
+    with session_scope(open_store(url)) as s:
+        assert s.get(Run, row.run_id).device_count == 2

@@ -54,9 +54,24 @@ def agent(
     model_path: Annotated[Optional[str], typer.Option(
         "--model-path", help="Local HF directory or .gguf file, overriding model.path in every job.")] = None,
     name: Annotated[Optional[str], typer.Option(help="Agent name shown in `runner jobs` (default host:pid).")] = None,
+    nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Hosts in this agent's group: node 0 claims jobs "
+                                                                "and runs those of nnodes x --nproc-per-node ranks "
+                                                                "across the group.")] = 1,
+    node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This host's place in the group (0 claims "
+                                                                     "jobs; the others follow it).")] = 0,
+    master_addr: Annotated[Optional[str], typer.Option(
+        "--master-addr", help="Address of node 0 that every node can reach (the rendezvous), with --nnodes > 1.")] = None,
+    master_port: Annotated[int, typer.Option("--master-port", help="Rendezvous port on node 0.")] = 29500,
+    nproc_per_node: Annotated[Optional[int], typer.Option(
+        "--nproc-per-node", min=1, help="Ranks per host in a job across the group (default: this host's "
+                                        "devices); the same on every node.")] = None,
     db: DbOpt = None,
 ):
     """Run queued jobs for this host's device class, each exactly as `runner submit` would, until stopped.
+
+    A job that cannot fit in this host's device memory is refused before any rank starts (its attempt fails with
+    the sizes that would fit). With --nnodes N, node 0 claims jobs and runs those of N x --nproc-per-node ranks
+    across the group; nodes 1..N-1 claim nothing and lend their ranks to node 0's jobs.
 
     Finished runs go through a local outbox ($DEVCOMPARE_OUTBOX), so a store outage loses nothing; SIGTERM or
     Ctrl-C hands the current job back to the queue. Exit code 3: runs are left in the outbox.
@@ -66,11 +81,14 @@ def agent(
     from db.engine import make_engine
     from runner import devices
     from runner.fleet.agent import Agent
+    from runner.tp.launch import Nodes
 
+    nodes = Nodes(nnodes, node_rank, master_addr, master_port)
     dev = devices.detect(device)
     agent = Agent(make_engine(db), dev, name=name, model_path=model_path, poll_s=poll_interval,
-                  heartbeat_s=heartbeat, stale_after_s=stale_after, once=once, console=err)
-    raise typer.Exit(agent.serve())
+                  heartbeat_s=heartbeat, stale_after_s=stale_after, once=once, console=err, nodes=nodes,
+                  nproc_per_node=nproc_per_node)
+    raise typer.Exit(agent.follow() if nodes.rank > 0 else agent.serve())
 
 
 @jobs_app.callback(invoke_without_command=True)

@@ -15,7 +15,15 @@ background thread. Nothing is lost:
   store outages you expect: a job whose agent could not heartbeat for longer may be run again elsewhere (both runs
   are then kept; the job is done once).
 
+A job is refused before any rank starts when it cannot fit in this host's device memory (runner.submit's
+preflight): its attempt fails with the sizes that would fit, and another agent may take it.
+
+Across hosts: agents started with --nnodes N form one group. Node 0's agent claims jobs as any agent does and runs
+a job of exactly N x --nproc-per-node ranks across the group (smaller jobs on its own host); the agents of nodes
+1..N-1 claim nothing and keep joining node 0's rendezvous, their ranks taking node 0's job.
+
 Run: runner agent --device 910B3 [--once] [--poll-interval 5]
+     runner agent --device A100 --nnodes 2 --node-rank 0|1 --master-addr HOST0 --nproc-per-node 8
 """
 from __future__ import annotations
 
@@ -43,7 +51,7 @@ def one_line(error: BaseException) -> str:
 class Agent:
     def __init__(self, engine, device, *, name: str | None = None, model_path: str | None = None,
                  outbox_dir=None, poll_s: float = 5.0, heartbeat_s: float = 10.0, stale_after_s: float = 120.0,
-                 once: bool = False, console: Console | None = None):
+                 once: bool = False, console: Console | None = None, nodes=None, nproc_per_node: int | None = None):
         if poll_s <= 0:
             raise UserError(f"--poll-interval must be positive, got {poll_s:g}")
         if not 0 < heartbeat_s < stale_after_s:
@@ -53,6 +61,10 @@ class Agent:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.poll_s, self.heartbeat_s, self.stale_after_s, self.once = poll_s, heartbeat_s, stale_after_s, once
         self.console = console or Console(stderr=True, soft_wrap=True)
+        from runner.tp.launch import Nodes
+
+        self.nodes = nodes or Nodes()
+        self.nproc_per_node = nproc_per_node or device.count
         self.held: dict[int, object] = {}  # job id -> Claim: the running job and those whose run waits in the outbox
         self.ran = 0  # jobs this agent ran to a pushed (or outboxed) run
         self._stop = threading.Event()
@@ -245,7 +257,8 @@ class Agent:
                 if self._stop.is_set():  # the signal came while the job was being claimed
                     raise HandBack("stop requested")
                 spec = parse_spec(claim.spec)
-                doc = submit_job(spec, self.device, model_path=self.model_path, console=self.console)
+                doc = submit_job(spec, self.device, model_path=self.model_path, console=self.console,
+                                 nodes=self._nodes_for(spec.model.tensor_parallel))
             finally:
                 self._in_job = False
         except HandBack as signame:
@@ -265,6 +278,49 @@ class Agent:
             return
         self.ran += 1
         self._deliver(claim, doc)
+
+    def _nodes_for(self, size: int):
+        """The whole group for a job of exactly its size; this host alone for one that fits here."""
+        from runner.tp.launch import Nodes
+
+        group = self.nodes.count * self.nproc_per_node
+        if self.nodes.count > 1 and size == group:
+            return self.nodes
+        if self.device.type == "cpu" or size <= self.device.count:
+            return Nodes()
+        across = f", or exactly {group} across its {self.nodes.count} nodes" if self.nodes.count > 1 else ""
+        raise UserError(f"model.tensor_parallel = {size}: this agent runs up to {self.device.count} ranks on its "
+                        f"host{across}")
+
+    def follow(self) -> int:
+        """Nodes 1..N-1: join node 0's rendezvous again and again; each time the ranks here take node 0's job."""
+        from core.errors import RunError
+        from runner.tp import launch
+
+        main = threading.current_thread() is threading.main_thread()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if main else {}
+        size = self.nodes.count * self.nproc_per_node
+        self.log(f"node {self.nodes.rank} of {self.nodes.count}: following {self.nodes.master_addr}:"
+                 f"{self.nodes.master_port} with {self.nproc_per_node} rank(s) of {size}")
+        try:
+            while not self._stop.is_set():
+                self._in_job = True
+                try:
+                    launch.run_tensor_parallel(None, self.device, self.model_path, self.nodes, size=size)
+                    self.ran += 1
+                    self.log("this node's ranks finished node 0's job")
+                except RunError as e:
+                    self.log(f"joined run ended without a result: {e}")
+                    self._stop.wait(self._poll())
+                except HandBack:
+                    break
+                finally:
+                    self._in_job = False
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        self.log(f"stopped after {self.ran} joined job(s)")
+        return 0
 
     def _hand_back(self, claim, signame: str) -> None:
         from db import queue

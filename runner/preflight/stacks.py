@@ -107,3 +107,10 @@ def rows(device_type: str) -> list[list[str]]:
             [cuda, f">={TORCH_MIN} built for CUDA {cuda}", drv, CUDA_COMPAT_FLOOR[cuda.split('.')[0]], tf]
             for cuda, drv in CUDA_DRIVERS.items()]
     return [["torch", "transformers"], [f">={TORCH_MIN}", tf]]
+
+
+def markdown(device_type: str) -> str:
+    """The table for one device type as the README shows it (a test keeps the README in step)."""
+    table = rows(device_type)
+    lines = ["| " + " | ".join(table[0]) + " |", "|" + "---|" * len(table[0])]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in table[1:]])
