@@ -121,12 +121,11 @@ def _layer_error(a: dict, b: dict) -> dict:
     row = {"layer": b["name"], "rel_error": None, "cosine": None, "max_abs": [a["max_abs"], b["max_abs"]],
            "nonfinite": [a["nan"] + a["inf"], b["nan"] + b["inf"]]}
     if any(row["nonfinite"]):
-        row["rel_error"] = math.inf  # NaN or Inf in either output: divergent whatever the finite part says
-        return row
+        return row  # NaN or Inf in either output: no error to estimate, and divergent whatever the rest says
     diff = decode(a["sketch"]).astype(np.float64) - decode(b["sketch"]).astype(np.float64)
     diff_sq = float(diff @ diff)
     na, nb = a["l2"], b["l2"]
-    row["rel_error"] = math.sqrt(diff_sq) / nb if nb > 0 else (0.0 if diff_sq == 0 else math.inf)
+    row["rel_error"] = math.sqrt(diff_sq) / nb if nb > 0 else (0.0 if diff_sq == 0 else None)
     if na > 0 and nb > 0:
         row["cosine"] = min(1.0, max(-1.0, (na * na + nb * nb - diff_sq) / (2 * na * nb)))
     return row
@@ -152,18 +151,21 @@ def logits_agreement(a: dict | None, b: dict | None, tokens: list[int], tasks: l
         ends = np.cumsum(tokens)
         prompt = int(np.searchsorted(ends, pos, side="right"))
         first = {"task": tasks[prompt], "position": pos - int(ends[prompt] - tokens[prompt])}
+    finite = kl[np.isfinite(kl)]  # a NaN logit makes its position's KL unknown: None, left out of mean and max
     return {"positions": int(same.size), "top1_agreement": float(same.mean()) if same.size else None,
-            "first_disagreement": first, "kl_mean": float(kl.mean()) if kl.size else None,
-            "kl_max": float(kl.max()) if kl.size else None, "kl": [float(x) for x in kl]}
+            "first_disagreement": first, "kl_mean": float(finite.mean()) if finite.size else None,
+            "kl_max": float(finite.max()) if finite.size else None,
+            "kl": [float(x) if math.isfinite(x) else None for x in kl]}
 
 
 def compare(candidate: dict, baseline: dict, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Per layer (the baseline's order, which is depth order): estimated relative error ||a - b|| / ||b|| and cosine
-    similarity; the first layer whose error reaches `threshold`; the logits' agreement. a: candidate, b: baseline."""
+    similarity; the first layer whose error reaches `threshold` (or that has no error: NaN or Inf in an output, or a
+    zero baseline against a non-zero candidate); the logits' agreement. a: candidate, b: baseline."""
     _check_comparable(candidate, baseline)
     mine = {layer["name"]: layer for layer in candidate["layers"]}
     rows = [_layer_error(mine[b["name"]], b) for b in baseline["layers"] if b["name"] in mine]
-    first = next((r["layer"] for r in rows if r["rel_error"] >= threshold), None)
+    first = next((r["layer"] for r in rows if r["rel_error"] is None or r["rel_error"] >= threshold), None)
     prompts = baseline["prompts"]
     return {"threshold": threshold, "layers": rows, "first_over": first, "tasks": prompts["tasks"],
             "logits": logits_agreement(candidate["logits"], baseline["logits"], prompts["tokens"], prompts["tasks"])}

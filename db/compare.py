@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from core import precision
 from core.errors import UserError
 from core.metrics import ACCURACY_ROWS, SPEED, ratio
-from db.models import JobDevice, Run
+from db.models import JobDevice, PrecisionRecord, Run
 from db.pairing import latest_run
 
 
@@ -28,6 +29,7 @@ class Comparison:
     accuracy: list[dict] = field(default_factory=list)  # {metric, candidate, baseline, ratio}
     speed: list[dict] = field(default_factory=list)  # {batch_size, <metric>: {candidate, baseline, ratio}}
     token_agreement: dict | None = None  # greedy ids of the fixed probe prompts, candidate vs baseline
+    precision: dict | None = None  # per-layer precision (core.precision.compare), {"unavailable": why}, or None
 
 
 def token_agreement(a: dict | None, b: dict | None) -> dict | None:
@@ -50,6 +52,18 @@ def token_agreement(a: dict | None, b: dict | None) -> dict | None:
     if total == 0:  # probes without tokens: nothing to compare
         return None
     return {"share": same / total, "tokens": total, "first_divergence": first}
+
+
+def precision_between(session: Session, candidate: str | None, baseline: str | None,
+                      threshold: float = precision.DEFAULT_THRESHOLD) -> dict | None:
+    """The two runs' (ids) per-layer precision comparison; None when either has no precision section."""
+    records = [session.get(PrecisionRecord, run_id) for run_id in (candidate, baseline) if run_id is not None]
+    if len(records) < 2 or None in records:
+        return None
+    try:
+        return precision.compare(records[0].data, records[1].data, threshold)
+    except UserError as e:  # sections of other prompts or sketch settings: the tables still stand
+        return {"unavailable": str(e)}
 
 
 class NoSharedJob(UserError):
@@ -83,6 +97,7 @@ def build(session: Session, fingerprint: str | None, candidate: str, baseline: s
         c, b = acc(cand, metric.name), acc(base, metric.name)
         cmp.accuracy.append({"metric": metric.label, "candidate": c, "baseline": b, "ratio": ratio(c, b)})
     cmp.token_agreement = token_agreement(cand.token_probe if cand else None, base.token_probe if base else None)
+    cmp.precision = precision_between(session, cand and cand.id, base and base.id)
     by_batch = {}
     for side, run in (("candidate", cand), ("baseline", base)):
         for rec in run.perf if run is not None else []:

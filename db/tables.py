@@ -49,13 +49,52 @@ def _agreement_line(cmp: Comparison) -> str:
     return f"\nGreedy token agreement ({ta['tokens']} probe tokens): {ta['share']:.2%}, {where}\n"
 
 
+def _number(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def precision_rows(p: dict, candidate: str, baseline: str) -> list[list[str]]:
+    """Per layer, in depth order: estimated relative error and cosine, and each side's largest |value|."""
+    rows = [["layer", "relative error", "cosine", f"max abs {candidate}", f"max abs {baseline}"]]
+    for r in p["layers"]:
+        mark = " (first over)" if r["layer"] == p["first_over"] else ""
+        error = f"non-finite values ({' / '.join(map(str, r['nonfinite']))})" if any(r["nonfinite"]) else \
+            _number(r["rel_error"], ".2e")
+        rows.append([r["layer"] + mark, error, _number(r["cosine"], ".7f"),
+                     *(_number(x, ".4g") for x in r["max_abs"])])
+    return rows
+
+
+def precision_text(p: dict | None, candidate: str, baseline: str) -> str:
+    """The precision section in markdown ("" when a run has none)."""
+    if p is None:
+        return ""
+    if "unavailable" in p:
+        return f"\nPer-layer precision: not comparable: {p['unavailable']}\n"
+    first = (f"first layer at or over {p['threshold']:g}: **{p['first_over']}**" if p["first_over"] else
+             f"no layer reaches {p['threshold']:g}")
+    lines = [f"\n**Per-layer precision**, {candidate} vs {baseline}: {first}. Relative error = norm({candidate} - "
+             f"{baseline}) / norm({baseline}) of each layer's output, estimated from the runs' sketches.\n",
+             _markdown_table(precision_rows(p, candidate, baseline))]
+    lg = p["logits"]
+    if lg and lg["positions"]:
+        where = ("identical at every position" if lg["first_disagreement"] is None else
+                 f"first difference at position {lg['first_disagreement']['position']} of "
+                 f"{lg['first_disagreement']['task']}")
+        lines.append(f"\nLogits over {lg['positions']} prompt positions: top-1 agreement {lg['top1_agreement']:.2%} "
+                     f"({where}); KL({baseline} || {candidate}) mean {_number(lg['kl_mean'], '.2e')}, "
+                     f"max {_number(lg['kl_max'], '.2e')}")
+    return "\n".join(lines) + "\n"
+
+
 def render(cmp: Comparison, fmt_name: str = "markdown") -> str:
     acc, speed = tables(cmp)
     if fmt_name == "markdown":
         head = f"**{cmp.job_name}** (fingerprint `{cmp.fingerprint}`), {cmp.candidate} vs {cmp.baseline}"
         runs = "\n".join(f"- {_run_line(d, r)}" for d, r in ((cmp.candidate, cmp.candidate_run),
                                                              (cmp.baseline, cmp.baseline_run)))
-        return f"{head}\n\n{runs}\n\n{_markdown_table(acc)}\n\n{_markdown_table(speed)}\n{_agreement_line(cmp)}"
+        return (f"{head}\n\n{runs}\n\n{_markdown_table(acc)}\n\n{_markdown_table(speed)}\n{_agreement_line(cmp)}"
+                f"{precision_text(cmp.precision, cmp.candidate, cmp.baseline)}")
     if fmt_name == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
@@ -68,5 +107,6 @@ def render(cmp: Comparison, fmt_name: str = "markdown") -> str:
             "fingerprint": cmp.fingerprint, "job": cmp.job_name, "candidate": cmp.candidate, "baseline": cmp.baseline,
             "candidate_run": cmp.candidate_run.id if cmp.candidate_run else None,
             "baseline_run": cmp.baseline_run.id if cmp.baseline_run else None,
-            "accuracy": cmp.accuracy, "speed": cmp.speed, "token_agreement": cmp.token_agreement}, indent=2) + "\n"
+            "accuracy": cmp.accuracy, "speed": cmp.speed, "token_agreement": cmp.token_agreement,
+            "precision": cmp.precision}, indent=2) + "\n"
     raise UserError(f"unknown format {fmt_name!r} (markdown, csv, json)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from runner.cli import alerts, dashboard, doctor, fleet, report, runs, serving, store
+from runner.cli import alerts, dashboard, doctor, fleet, precision, report, runs, serving, store
 
 app = typer.Typer(
     help="Cross-device LLM comparison: run a job on this host's device, push the results to the SQL store, "
@@ -25,3 +25,4 @@ app.add_typer(fleet.app)
 app.add_typer(store.db_app, name="db")
 app.add_typer(alerts.alerts_app, name="alerts")
 app.add_typer(fleet.jobs_app, name="jobs")
+app.add_typer(precision.app, name="precision")
