@@ -15,7 +15,8 @@ import re
 import subprocess
 from pathlib import Path
 
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS_MD = REPO / "BENCHMARKS.md"
 _HEADER = "# Benchmarks\n\nWritten by the scripts in `bench/`; each section is replaced when its script runs again.\n"
 NOT_BENCHES = ("_report", "status", "__init__")
 UNCOMMITTED = "with uncommitted changes to what it measures"
@@ -59,9 +60,11 @@ def commit_stamp(name: str, root: Path) -> str:
     return f"at commit {head}" + (f", {UNCOMMITTED}" if changed else "")
 
 
-def write_section(name: str, title: str, body: str, path: Path = BENCHMARKS_MD) -> None:
+def write_section(name: str, title: str, body: str, path: Path = BENCHMARKS_MD,
+                  measured_at: str | None = None) -> None:
+    """Replace section `name`; `measured_at`: commit_stamp() taken when a long benchmark started (default: now)."""
     stamp = (f"_Measured {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {platform.node()} "
-             f"({platform.machine()}) {commit_stamp(name, path.parent)}._")
+             f"({platform.machine()}) {measured_at or commit_stamp(name, path.parent)}._")
     block = f"<!-- bench:{name} -->\n## {title}\n\n{stamp}\n\n{body.strip()}\n<!-- /bench:{name} -->"
     text = path.read_text() if path.exists() else _HEADER
     pattern = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->", re.S)

@@ -22,7 +22,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench._report import write_section
+from bench._report import REPO, commit_stamp, write_section
 
 # what this benchmark measures: a change to any of these makes its BENCHMARKS.md sections stale (bench/status.py)
 MEASURES = ["bench/dashboard_speed.py", "dashboard", "db/queries.py", "db/compare.py", "db/stats.py", "db/tables.py",
@@ -129,7 +129,7 @@ def main() -> None:
 
     from db.engine import open_store
 
-    cluster = None
+    measured_at, cluster = commit_stamp("dashboard_speed", REPO), None
     if args.pg:
         from db.testing import PgCluster, new_database
 
@@ -167,7 +167,7 @@ def main() -> None:
     if not args.no_write:  # one section per backend: a PostgreSQL run does not replace the SQLite one
         name = "dashboard_speed" if backend == "sqlite" else f"dashboard_speed_{backend}"
         write_section(name, f"Dashboard: Compare page build time with {args.runs:,} runs, {backend} "
-                            "(bench/dashboard_speed.py)", body)
+                            "(bench/dashboard_speed.py)", body, measured_at=measured_at)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import time
 import uuid
 from pathlib import Path
 
-from bench._report import write_section
+from bench._report import REPO, commit_stamp, write_section
 
 # what this benchmark measures: a change to any of these makes its BENCHMARKS.md section stale (bench/status.py)
 MEASURES = ["bench/store_scale.py", "db/store.py", "db/models.py", "db/engine.py", "db/pairing.py", "db/compare.py",
@@ -126,16 +126,17 @@ def ingest(url: str, runs: int, timed_runs: int, docs) -> dict:
         if i % max(bulk // 10, chunk) < chunk:
             print(f"  {i}/{runs} runs (bulk, {i / (time.perf_counter() - t):.0f} runs/s)", file=sys.stderr, flush=True)
     bulk_s = time.perf_counter() - t
-    push_s = 0.0
+    push_s = cpu_s = 0.0
     for i in range(bulk, runs):
         doc = docs(i)  # built outside the timer: only the push is measured
-        t = time.perf_counter()
+        t, cpu = time.perf_counter(), time.process_time()
         assert store.push(fleets[doc["device"]["class"]], doc)
         push_s += time.perf_counter() - t
+        cpu_s += time.process_time() - cpu
     for engine in fleets.values():
         engine.dispose()
     return {"bulk_runs": bulk, "bulk_per_s": bulk / bulk_s if bulk else None, "timed_runs": timed_runs,
-            "runs_per_s": timed_runs / push_s if timed_runs else None}
+            "runs_per_s": timed_runs / push_s if timed_runs else None, "cpu_ms": cpu_s / timed_runs * 1e3}
 
 
 def bench_backend(url: str, args) -> dict:
@@ -206,6 +207,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args(argv)
 
+    measured_at = commit_stamp("store_scale", REPO)  # the code as it is now, before hours of ingest
     results, cluster = {}, None
     tmp = Path(tempfile.mkdtemp(prefix="devcompare-scale-"))
     try:
@@ -234,7 +236,7 @@ def main(argv=None) -> None:
     print(body)
     if not args.no_write:
         write_section("store_scale", "Store at scale: ingest, comparison, trend, alerts and Overview (SQLite, "
-                                     "PostgreSQL)", body)
+                                     "PostgreSQL)", body, measured_at=measured_at)
 
 
 def report(results: dict, args) -> str:
@@ -246,13 +248,13 @@ def report(results: dict, args) -> str:
              f"(`db.store.push_many`, 100 runs a transaction), then the last {args.timed:,} pushed one by one "
              "(`db.store.push`, one transaction each) by two fleets in turn. Queries: median of "
              f"{args.repeats} (alert evaluation: of {args.alert_repeats}, each after a push).", "",
-             "| backend | ingest at scale (runs/s) | bulk fill (runs/s) | comparison (ms) | trend (ms) "
-             "| alert evaluation after a push (ms) | Overview (ms) | all trends of the pair (ms) | disk per run |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| backend | ingest at scale (runs/s) | client CPU per push | bulk fill (runs/s) | comparison (ms) "
+             "| trend (ms) | alert evaluation after a push (ms) | Overview (ms) | all trends of the pair (ms) "
+             "| disk per run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for backend, r in results.items():
         bulk = f"{r['bulk_per_s']:.0f}" if r["bulk_per_s"] else "-"
         lines.append(
-            f"| {backend} | {cell(r['runs_per_s'], r['runs_per_s'] >= 200, '.0f')} | {bulk} "
+            f"| {backend} | {cell(r['runs_per_s'], r['runs_per_s'] >= 200, '.0f')} | {r['cpu_ms']:.1f} ms | {bulk} "
             f"| {cell(r['compare_ms'], r['compare_ms'] < 20)} | {cell(r['trend_ms'], r['trend_ms'] < 150)} "
             f"| {cell(r['alerts_ms'], r['alerts_ms'] < 100)} | {cell(r['overview_ms'], r['overview_ms'] < 300)} "
             f"| {r['all_trends_ms']:.0f} ({r['all_trend_points']:,} points) | {r['bytes_per_run'] / 1024:.0f} KiB |")
