@@ -7,6 +7,7 @@ import streamlit as st
 
 from dashboard import _data as data
 from dashboard import _ui as ui
+from dashboard.views import _precision
 from core.metrics import format_value as fmt
 
 st.title("Compare")
@@ -126,6 +127,7 @@ with ui.store_errors(url):
 
     st.subheader("Agreement between devices")
     agreement(view)
+    _precision.section(url, view)
 
     st.subheader("Environment")
     environment(view)
