@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.metrics import SERVING, format_value, ratio, titled
-from db.compare import Comparison
+from db import compare
 from db.models import Run, ServingRecord
 from db.pairing import latest_run
 from db.tables import _markdown_table
@@ -67,7 +67,7 @@ def _value(rec: ServingRecord | None, name: str, q: str | None = None):
     return getattr(rec, f"{name}_{q}" if q else name)
 
 
-def build(session: Session, cmp: Comparison) -> ServingComparison | None:
+def build(session: Session, cmp: compare.Comparison) -> ServingComparison | None:
     """The serving levels of the eager comparison's runs; None when neither run has any."""
     sides = {"candidate": records(session, cmp.candidate_run), "baseline": records(session, cmp.baseline_run)}
     if not any(sides.values()):
@@ -134,7 +134,7 @@ def render(sc: ServingComparison, fmt: str) -> str:
     raise ValueError(f"no text rendering for {fmt!r}")
 
 
-def with_serving(session: Session, cmp: Comparison, text: str, fmt: str) -> str:
+def with_serving(session: Session, cmp: compare.Comparison, text: str, fmt: str) -> str:
     """The eager tables' text, followed by the serving table when the compared runs have serving levels (in JSON, a
     "serving" key of the same object)."""
     sc = build(session, cmp)
@@ -168,3 +168,19 @@ def jobs(session: Session) -> list[tuple[str, str]]:
     for fp, name, _ in session.execute(stmt):
         seen.setdefault(fp, name)
     return list(seen.items())
+
+
+def view(session: Session, fingerprint: str, candidate: str, baseline: str) -> dict | None:
+    """What the dashboard's Serving page shows, as plain data: the table's rows, its CSV, the curve's points and
+    each side's engine and failures; None when neither device's latest run has serving levels."""
+    sc = build(session, compare.build(session, fingerprint, candidate, baseline))
+    if sc is None:
+        return None
+    failures = [{"device": device, "level": level_label(r.mode, r.level), **f}
+                for device, run in ((candidate, sc.candidate_run), (baseline, sc.baseline_run))
+                for r in records(session, run) for f in r.failures or []]
+    return {"rows": table(sc), "csv": render(sc, "csv").lstrip("\n"), "points": curve(session, fingerprint,
+                                                                                    [candidate, baseline]),
+            "engines": {candidate: _engine(sc.candidate_run), baseline: _engine(sc.baseline_run)},
+            "runs": {candidate: sc.candidate_run.id if sc.candidate_run else None,
+                     baseline: sc.baseline_run.id if sc.baseline_run else None}, "failures": failures}

@@ -81,10 +81,11 @@ def test_every_metric_at_every_level_and_the_document_validates(stub):
 
 
 def test_a_strict_server_is_sent_only_what_it_accepts(stub):
-    doc = measure(stub(strict=True))
+    doc = measure(stub(strict=True), warmup=0)
     caps = doc["serving"]["capabilities"]
     assert (caps["ignore_eos"], caps["min_tokens"], caps["stream_options"]) == (False, False, True)
     assert all(lv["failed_requests"] == 0 for lv in doc["serving"]["levels"])  # no 422 for a field it refuses
+    assert doc["serving"]["warmup"] == {"requests": 0, "failed": 0}
 
 
 def test_failures_are_counted_with_their_reasons(stub):

@@ -94,6 +94,8 @@ async def run_level(level: Level, n: int, send: Send, deadline: float, seed: int
 
 async def _until(tasks: list[asyncio.Task], deadline: float) -> None:
     """Wait for the tasks until the deadline, then cancel what is left and wait for the cancellations."""
+    if not tasks:  # nothing to send (no warm-up)
+        return
     _, pending = await asyncio.wait(tasks, timeout=max(0.0, deadline - time.perf_counter()))
     for task in pending:
         task.cancel()
