@@ -108,18 +108,17 @@ def _not_comparable(cand: _Run, base: _Run, names: tuple[str, str], batch_size: 
 
 
 def _open_alerts(session: Session) -> dict[tuple[str, frozenset], dict]:
-    """(fingerprint, {device, device}) -> the pair's most serious open alert (active before suspected), with count."""
-    out: dict[tuple[str, frozenset], dict] = {}
+    """(fingerprint, {device, device}) -> the pair's most serious open alert (the newest active one, else the newest
+    suspected one) and how many are open."""
+    found: dict[tuple[str, frozenset], list[Alert]] = {}
     stmt = select(Alert).where(Alert.state.in_(OPEN_STATES)).order_by(Alert.updated_at.desc(), Alert.id.desc())
     for a in session.scalars(stmt):
-        key = (a.fingerprint, frozenset((a.candidate_device, a.baseline_device)))
-        seen = out.get(key)
-        shown = {"id": a.id, "state": a.state, "metric": a.metric, "batch_size": a.batch_size, "series": a.series,
-                 "acknowledged": a.acknowledged, "reason": a.reason, "open": 1 + (seen["open"] if seen else 0)}
-        if seen is None or (a.state == "active" and seen["state"] != "active"):
-            out[key] = shown
-        else:
-            seen["open"] = shown["open"]
+        found.setdefault((a.fingerprint, frozenset((a.candidate_device, a.baseline_device))), []).append(a)
+    out = {}
+    for key, alerts in found.items():
+        a = next((a for a in alerts if a.state == "active"), alerts[0])
+        out[key] = {"id": a.id, "state": a.state, "metric": a.metric, "batch_size": a.batch_size, "series": a.series,
+                    "acknowledged": a.acknowledged, "reason": a.reason, "open": len(alerts)}
     return out
 
 
