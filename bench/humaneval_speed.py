@@ -17,6 +17,8 @@ import time
 
 from bench._report import write_section
 
+MEASURES = ["runner/humaneval/generation.py", "runner/models.py", "runner/perf.py"]
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

