@@ -14,6 +14,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+import torch
+
 from core import precision as core
 from core.errors import UserError
 from runner import models
@@ -47,8 +49,6 @@ def _whole(output):
 
 def layer_outputs(model, tokenizer, prompts: list[str], names: list[str], torch_device: str) -> Iterator[tuple]:
     """(prompt index, token count, {layer name: output [tokens, width]}) per prompt, logits included when watched."""
-    import torch
-
     modules = watched_modules(model, names)
     seen: dict = {}
     handles = [m.register_forward_hook(lambda _m, _i, out, name=name: seen.__setitem__(name, _whole(out).detach()))
@@ -68,7 +68,7 @@ def layer_outputs(model, tokenizer, prompts: list[str], names: list[str], torch_
             h.remove()
 
 
-def _sketch_into(torch, sketch, values, rows: tuple, cols: tuple) -> None:
+def _sketch_into(sketch, values, rows: tuple, cols: tuple) -> None:
     """Add the count sketch of `values` [tokens, width] (core.precision) into `sketch`, given the rows' and columns'
     buckets and signs. A block wider than the sketch (the logits) is first folded column-wise into [tokens, size],
     whose column j then lands in bucket h_row + j: one pass over the block and no hash per element."""
@@ -84,14 +84,14 @@ def _sketch_into(torch, sketch, values, rows: tuple, cols: tuple) -> None:
 
 
 class _Layer:
-    """Running sums of one layer over the prompts, kept on the device until the end (no sync per prompt)."""
+    """Running sums and sketch of one layer over the prompts, kept on the device until the record is made."""
 
-    def __init__(self, torch, size: int, dtype, device):
+    def __init__(self, size: int, dtype, device):
         self.sums = torch.zeros(3, dtype=dtype, device=device)  # total, total_sq, max_abs of the finite values
         self.sketch = torch.zeros(size, dtype=dtype, device=device)
         self.elements = self.nan = self.inf = 0
 
-    def add(self, torch, x, rows: tuple, cols: tuple) -> None:
+    def add(self, x, rows: tuple, cols: tuple) -> None:
         self.elements += x.numel()
         finite = torch.isfinite(x)
         bad = int((~finite).sum())
@@ -104,7 +104,7 @@ class _Layer:
         s[0] += flat.sum()
         s[1] += torch.dot(flat, flat)
         s[2] = torch.maximum(s[2], x.abs().max().to(s.dtype))
-        _sketch_into(torch, self.sketch, values, rows, cols)
+        _sketch_into(self.sketch, values, rows, cols)
 
     def record(self, name: str) -> dict:
         total, total_sq, max_abs = self.sums.tolist()
@@ -112,18 +112,17 @@ class _Layer:
                                  nan=self.nan, inf=self.inf, sketch_values=self.sketch.cpu().numpy())
 
 
-def _hashes(torch, first: int, count: int, size: int, part: str, dtype, device) -> tuple:
-    index = torch.arange(first, first + count, dtype=torch.int64, device=device)
-    buckets, signs = core.buckets_and_signs(index, size, part)
-    return buckets, signs.to(dtype)
+def _hashes(first: int, count: int, size: int, part: str, dtype, device) -> tuple:
+    """Buckets and signs of `count` rows or columns from `first`, hashed on the CPU (exact int64 arithmetic on any
+    accelerator is not a given) and moved to `device`."""
+    buckets, signs = core.buckets_and_signs(torch.arange(first, first + count, dtype=torch.int64), size, part)
+    return buckets.to(device), signs.to(dtype).to(device)
 
 
 def capture(model, tokenizer, spec: PrecisionSpec | None, torch_device: str) -> dict | None:
     """The run document's `precision` section for `spec` (None when the pass is off)."""
     if spec is None:
         return None
-    import torch
-
     t0 = time.perf_counter()
     problems = pick_problems(spec.prompts, "precision.prompts")
     size = spec.sketch_size
@@ -134,11 +133,11 @@ def capture(model, tokenizer, spec: PrecisionSpec | None, torch_device: str) -> 
     for _index, count, outputs in layer_outputs(model, tokenizer, [p["prompt"] for p in problems], spec.layers,
                                                 torch_device):
         device = next(iter(outputs.values())).device
-        rows = _hashes(torch, sum(tokens), count, size, "row", dtype, device)  # token numbers continue across prompts
+        rows = _hashes(sum(tokens), count, size, "row", dtype, device)  # token numbers continue across prompts
         for name, x in outputs.items():
             if x.shape[-1] not in cols:
-                cols[x.shape[-1]] = _hashes(torch, 0, x.shape[-1], size, "col", dtype, device)
-            layers.setdefault(name, _Layer(torch, size, dtype, device)).add(torch, x, rows, cols[x.shape[-1]])
+                cols[x.shape[-1]] = _hashes(0, x.shape[-1], size, "col", dtype, device)
+            layers.setdefault(name, _Layer(size, dtype, device)).add(x, rows, cols[x.shape[-1]])
         tokens.append(count)
         if "logits" in outputs:
             lp, ids = torch.log_softmax(outputs["logits"].float(), dim=-1).topk(spec.top_k, dim=-1)

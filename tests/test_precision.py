@@ -102,6 +102,31 @@ def test_perturbed_layer_is_the_first_divergent(tiny_dir):
     assert precision.compare(original, original)["first_over"] is None
 
 
+def test_non_finite_output_is_counted_and_divergent(tiny_dir):
+    import torch
+
+    model, tok = _load(tiny_dir)
+    spec = PrecisionSpec(prompts="first:1")
+    clean = capture_with_outputs(model, tok, spec)[0]
+
+    def poison(_module, _inputs, output):  # one NaN and two Infs in layer 1's output of the first token
+        hidden = (output[0] if isinstance(output, tuple) else output).clone()
+        hidden[0, 0, :3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+    handle = model.model.layers[1].register_forward_hook(poison)
+    try:
+        poisoned = capture_with_outputs(model, tok, spec)[0]
+    finally:
+        handle.remove()
+    layer = poisoned["layers"][1]
+    assert (layer["nan"], layer["inf"]) == (1, 2) and math.isfinite(layer["l2"]) and math.isfinite(layer["mean"])
+    result = precision.compare(poisoned, clean)
+    assert result["first_over"] == "layers.1" and result["layers"][1]["rel_error"] is None
+    assert "| layers.1 (first over) | non-finite values (3 / 0) |" in tables.precision_text(result, "x", "y")
+    json.dumps(result, allow_nan=False)  # strict JSON whatever the outputs held
+
+
 @pytest.mark.slow
 def test_demo_fp32_vs_bf16_estimates_and_first_layer_over():
     model_dir = models.resolve(ModelSpec(name=models.DEMO))
