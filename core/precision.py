@@ -48,8 +48,8 @@ def hash_coefficients(part: str, seed: int = SEED) -> tuple[tuple[int, ...], tup
 
 
 def _poly(index, coefficients):
-    """(c3 i^3 + c2 i^2 + c1 i + c0) mod PRIME in Horner form; every product stays below 2^62, so int64 arrays
-    (numpy or torch, on any device) compute it exactly."""
+    """(c3 i^3 + c2 i^2 + c1 i + c0) mod PRIME in Horner form, for int64 numpy arrays or torch tensors of indices
+    below 2^31 (token and unit numbers): every product stays below 2^62, so int64 arithmetic is exact."""
     c0, c1, c2, c3 = coefficients
     h = (index * c3 + c2) % PRIME
     h = (h * index + c1) % PRIME
