@@ -17,14 +17,14 @@ app = typer.Typer()
 def doctor(
     device: Annotated[str, typer.Option("--device", "-d", help="Device class of this host: cpu, A100, H100, H20, "
                                                               "H200, 910B3, 910B4.")],
-    job: Annotated[Optional[Path], typer.Option("--job", "-j", help="Job spec (TOML) to size: memory fit per "
-                                                                    "tensor-parallel size, collective check.")] = None,
     model_path: Annotated[Optional[str], typer.Option(
         "--model-path", help="Local HF directory or .gguf file for the model, overriding model.path in the job "
                              "(only its config and tokenizer are read).")] = None,
     nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Hosts the job's ranks would span (each host "
                                                                 "holds tensor_parallel / nnodes ranks).")] = 1,
     no_collective: Annotated[bool, typer.Option("--no-collective", help="Skip the all-reduce check.")] = False,
+    job: Annotated[Optional[Path], typer.Option("--job", "-j", help="Job spec (TOML) to size: memory fit per "
+                                                                    "tensor-parallel size, collective check.")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="text or json.")] = "text",
 ):
     """Check this host before a run, loading no weights: the device and its count, the installed stack against the

@@ -8,6 +8,7 @@ import typer
 
 from core.errors import UserError
 from runner.cli.common import DbOpt, err, out, print_wide, user_errors
+from runner.cli.nodes import MasterAddrOpt, MasterPortOpt
 
 app = typer.Typer()
 jobs_app = typer.Typer(help="The fleet job queue: list jobs (default), cancel one.\n\n"
@@ -59,9 +60,8 @@ def agent(
                                                                 "across the group.")] = 1,
     node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This host's place in the group (0 claims "
                                                                      "jobs; the others follow it).")] = 0,
-    master_addr: Annotated[Optional[str], typer.Option(
-        "--master-addr", help="Address of node 0 that every node can reach (the rendezvous), with --nnodes > 1.")] = None,
-    master_port: Annotated[int, typer.Option("--master-port", help="Rendezvous port on node 0.")] = 29500,
+    master_addr: MasterAddrOpt = None,
+    master_port: MasterPortOpt = 29500,
     nproc_per_node: Annotated[Optional[int], typer.Option(
         "--nproc-per-node", min=1, help="Ranks per host in a job across the group (default: this host's "
                                         "devices); the same on every node.")] = None,

@@ -10,6 +10,7 @@ import typer
 from core.errors import UserError
 from core.rules import DEFAULT_BASELINE, DEFAULT_CANDIDATE
 from runner.cli.common import DbOpt, FormatOpt, check_format, err, out, print_wide, user_errors
+from runner.cli.nodes import MasterAddrOpt, MasterPortOpt
 
 app = typer.Typer()
 
@@ -59,9 +60,8 @@ def submit(
                                 "--node-rank; node 0 writes or pushes the run.")] = 1,
     node_rank: Annotated[int, typer.Option("--node-rank", min=0, help="This host's place among --nnodes hosts "
                                                                      "(0 holds rank 0).")] = 0,
-    master_addr: Annotated[Optional[str], typer.Option(
-        "--master-addr", help="Address of node 0 that every node can reach (the rendezvous), with --nnodes > 1.")] = None,
-    master_port: Annotated[int, typer.Option("--master-port", help="Rendezvous port on node 0.")] = 29500,
+    master_addr: MasterAddrOpt = None,
+    master_port: MasterPortOpt = 29500,
     db: DbOpt = None,
     fmt: FormatOpt = "markdown",
 ):
