@@ -181,7 +181,7 @@ class JobDevice(Base):
 
 
 class Alert(Base):
-    """One regression episode of one series (db/detect.py), upserted on (series, the run pair that opened it)."""
+    """One regression episode of one series (db/alerts), upserted on (series, the run pair that opened it)."""
 
     __tablename__ = "alerts"
 

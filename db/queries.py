@@ -1,5 +1,5 @@
 """Read queries for the dashboard: jobs, the comparison view with its statistics, trend series, per-problem diffs,
-run list and detail, alerts.
+run list and detail (alerts are read by db.alerts.listing).
 
 Every function takes a Session and returns plain data (dicts, lists, numbers, strings, datetimes, frozen
 dataclasses), so callers can cache and pickle the result; nothing here writes. The comparison tables themselves
@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 from core.metrics import METRICS, SPEED, titled
 from core.rules import pass_fractions
 from db import compare, pairing, stats, tables, trends
-from db.detect import SeriesKey
-from db.models import AccuracyRecord, Alert, JobDevice, PerfRecord, ProblemResult, Run
+from db.alerts.listing import alert_markers, alerts  # noqa: F401  (moved there; callers not yet switched use these)
+from db.models import AccuracyRecord, JobDevice, PerfRecord, ProblemResult, Run
 
 # Environment fields whose change can move a ratio: always shown, "not recorded"
 # where a run lacks them. Then context, shown where either run recorded it.
@@ -170,7 +170,7 @@ def trend(session: Session, fingerprint: str, candidate: str, baseline: str, met
             .order_by(*pairing.ORDER_BY))
     values = [{"run_id": run_id, "device": device, "at": at, "value": value, "source": source}
               for run_id, device, at, source, value in session.execute(stmt) if value is not None]
-    points = trends.pair_trends(session, candidate, baseline, fingerprint, (metric,))
+    points = trends.pair_trends(session, candidate, baseline, fingerprint, (metric,), batch_size)
     ratios = [{"at": p.at, "ratio": p.ratio, "candidate": p.candidate, "baseline": p.baseline,
                "candidate_run": p.candidate_run, "baseline_run": p.baseline_run}
               for p in points.get(trends.TrendKey(fingerprint, metric, batch_size), [])]
@@ -242,34 +242,3 @@ def run_detail(session: Session, run_id: str) -> dict | None:
     detail["accuracy"] = _columns(run.accuracy) if run.accuracy is not None else None
     detail["problems"] = [_columns(p) for p in sorted(run.problems, key=lambda p: (_task_key(p.task_id), p.sample))]
     return detail
-
-
-# --- alerts: written by regression detection (db/alerts.py) ---------------------------------------------------------
-
-def alerts(session: Session, series: str | None = None) -> list[dict]:
-    """Stored alerts (of one series, or all) as dicts of their columns, most recently changed first, with `at`: when
-    the episode began (the later of the two runs that opened it finished; `opened_at` is when detection noticed)."""
-    stmt = select(Alert).order_by(Alert.updated_at.desc(), Alert.id.desc())
-    if series is not None:
-        stmt = stmt.where(Alert.series == series)
-    rows = [_columns(a) for a in session.scalars(stmt)]
-    ids = {r[k] for r in rows for k in ("opened_candidate_run", "opened_baseline_run")}
-    finished = {i: t for i, t in session.execute(select(Run.id, Run.finished_at).where(Run.id.in_(ids)))}
-    for r in rows:
-        times = [finished.get(r["opened_candidate_run"]), finished.get(r["opened_baseline_run"])]
-        r["at"] = max((t for t in times if t is not None), default=r["opened_at"])
-    return rows
-
-
-def alert_markers(session: Session, fingerprint: str, metric: str, candidate: str, baseline: str,
-                  batch_size: int | None = None) -> list[dict]:
-    """Alerts of one trend series, for markers on its chart: [{"at", "state", "label"}]. Detection judges the pairs
-    it is configured for (910B3 vs A100); a chart of the reverse pair shows that series' alerts too, labelled so."""
-    bs = None if METRICS[metric].source == "humaneval" else batch_size
-    out = []
-    for key, note in ((SeriesKey(fingerprint, metric, candidate, baseline, bs), ""),
-                      (SeriesKey(fingerprint, metric, baseline, candidate, bs), f" ({baseline} vs {candidate})")):
-        out += [{"at": a["at"], "state": a["state"] + (" (acknowledged)" if a["acknowledged"] else "") + note,
-                 "label": (a["reason"] or a["state"]) + note}
-                for a in alerts(session, str(key))]
-    return out

@@ -1,4 +1,4 @@
-"""Alert webhook (runner/webhook.py) against a real HTTP server on 127.0.0.1: signature, retries, state changes."""
+"""Alert webhook (db/alerts/deliver.py) against a real HTTP server on 127.0.0.1: signature, retries, state changes."""
 from __future__ import annotations
 
 import datetime as dt
@@ -10,9 +10,11 @@ import threading
 
 import pytest
 
-from db.detect import DEFAULT_RULES, Point, SeriesKey, evaluate_series
 from core.errors import UserError
-from runner.webhook import SIGNATURE_HEADER, build_payload, send, should_send, sign, verify
+from db.alerts.config import DEFAULT_RULES
+from db.alerts.deliver import SIGNATURE_HEADER, build_payload, send, should_send, sign, verify
+from db.alerts.detect import Point, evaluate_series
+from db.alerts.series import SeriesKey
 
 SECRET = "s3cret-hmac-key"
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
@@ -61,8 +63,8 @@ def alert_and_key():
     """An active alert: a 10% fall of the candidate, from a real evaluation."""
     points = [Point(T0 + dt.timedelta(hours=i), 8.9 * (0.9 if i >= 20 else 1.0) * (1 + 0.004 * (-1) ** i), 16.5,
                     f"cand-{i}", f"base-{i}") for i in range(22)]
-    alert = evaluate_series(points, DEFAULT_RULES["decode_tokens_per_s"]).open_alert
-    assert alert is not None and alert.state == "active"
+    (alert,) = evaluate_series(points, DEFAULT_RULES["decode_tokens_per_s"]).open_episodes
+    assert alert.state == "active"
     return alert, SeriesKey("0123456789abcdef", "decode_tokens_per_s", "910B3", "A100", batch_size=1)
 
 
@@ -129,7 +131,7 @@ def test_unreachable_server_returns_false_and_never_logs_secret_or_url_path(aler
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/hooks/T000/B000/tokenInPath?key=querySecret"
-    with caplog.at_level(logging.DEBUG, logger="runner.webhook"):
+    with caplog.at_level(logging.DEBUG, logger="db.alerts.deliver"):
         assert not send(url, build_payload(key, alert, None), SECRET, retries=1, backoff_s=0.001, timeout_s=2)
     logged = caplog.text
     assert f"127.0.0.1:{port}" in logged and "attempt 2 of 2" in logged

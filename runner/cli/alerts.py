@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from core.errors import UserError
-from runner.cli.common import DbOpt, err, out, user_errors
+from runner.cli.common import DbOpt, err, out, print_wide, user_errors
 
 alerts_app = typer.Typer(help="Regression alerts on ratio drops: check (for CI), list, ack, resolve, annotate.\n\n"
                               "Example: runner alerts check", no_args_is_help=True)
@@ -21,16 +20,42 @@ PairOpt = Annotated[Optional[str], typer.Option(
                                        "(default $DEVCOMPARE_ALERT_PAIRS or 910B3:A100).")]
 
 
-def _alert_rows(rows) -> None:
+AlertFormatOpt = Annotated[str, typer.Option("--format", "-f", help="table, or json (the same fields, for scripts).")]
+
+
+def print_alerts(rows: list[dict], fmt: str = "table") -> None:
+    """Alerts as `runner alerts list` shows them (db.alerts.listing.FIELDS): a table, or a JSON list."""
+    import json
+
     from rich.table import Table
 
-    table = Table("id", "state", "ack", "series", "ratio", "change", "moved", "updated (UTC)")
+    from db.alerts.listing import FIELDS
+
+    if fmt == "json":
+        shown = [{k: a[k].isoformat() if k == "updated_at" else a[k] for k, _ in FIELDS} for a in rows]
+        out.print(json.dumps(shown, indent=1), markup=False, highlight=False)
+        return
+    table = Table(*(header for _, header in FIELDS))
     for a in rows:
-        change = f"{a.change_pct:+.1f}%" if a.change_pct is not None else ""
-        table.add_row(str(a.id), a.state, "yes" if a.acknowledged else "", a.series,
-                      f"{a.ratio:.4g}" if a.ratio is not None else "", change, a.moved or "",
-                      f"{a.updated_at:%Y-%m-%d %H:%M}")
-    Console(width=max(out.width, 160)).print(table)
+        table.add_row(str(a["id"]), a["state"], "yes" if a["acknowledged"] else "", a["series"],
+                      f"{a['ratio']:.4g}" if a["ratio"] is not None else "",
+                      f"{a['change_pct']:+.1f}%" if a["change_pct"] is not None else "", a["moved"] or "",
+                      f"{a['updated_at']:%Y-%m-%d %H:%M}", a["reason"] or "")
+    print_wide(table, 160)
+
+
+def _print_changes(changes) -> None:
+    from db.alerts.deliver import describe
+
+    for change in changes:
+        err.print(describe(change), highlight=False)
+
+
+def after_push(engine, fingerprints: list[str]) -> None:
+    """Judge the series the new runs belong to; a state change is printed (and sent to the webhook if set)."""
+    from db.alerts.deliver import evaluate_and_deliver
+
+    _print_changes(evaluate_and_deliver(engine, fingerprints))
 
 
 @alerts_app.command("check")
@@ -42,27 +67,16 @@ def alerts_check(db: DbOpt = None, config: ConfigOpt = None, pairs: PairOpt = No
 
     Example: runner alerts check --pairs 910B3:A100
     """
-    import datetime as dt
+    from db.alerts import ci, config as settings
+    from db.engine import open_store
 
-    from db import alerts
-    from db.detect import SeriesKey, suppressed_by
-    from db.engine import open_store, session_scope
-    from runner import alerting
-
-    cfg, device_pairs = alerting.config(config), alerting.pairs(pairs)
-    engine = open_store(db)
-    for change in alerting.evaluate_and_deliver(engine, None, cfg, device_pairs):
-        err.print(alerting.describe(change), highlight=False)
-    now = dt.datetime.now(dt.timezone.utc)
-    with session_scope(engine) as session:
-        rows = [a for a in alerts.open_alerts(session) if a.state == "active"]
-        failing = [a for a in rows if not a.acknowledged and not suppressed_by(
-            SeriesKey(a.fingerprint, a.metric, a.candidate_device, a.baseline_device, a.batch_size), now,
-            cfg.suppressions)]
-        if rows:
-            _alert_rows(rows)
-    if failing:
-        err.print(f"{len(failing)} active regression(s): see `runner alerts list`; acknowledge with "
+    cfg, device_pairs = settings.configured(config), settings.pairs(pairs)
+    result = ci.check(open_store(db), cfg, device_pairs)
+    _print_changes(result.changes)
+    if result.active:
+        print_alerts(result.active)
+    if result.failing:
+        err.print(f"{len(result.failing)} active regression(s): see `runner alerts list`; acknowledge with "
                   "`runner alerts ack ID`, or annotate an intended change with `runner alerts annotate RUN_ID`",
                   highlight=False)
         raise typer.Exit(1)
@@ -71,25 +85,23 @@ def alerts_check(db: DbOpt = None, config: ConfigOpt = None, pairs: PairOpt = No
 
 @alerts_app.command("list")
 @user_errors
-def alerts_list(db: DbOpt = None,
-                all_states: Annotated[bool, typer.Option("--all", help="Include resolved alerts and outliers.")] = False):
+def alerts_list(db: DbOpt = None, fmt: AlertFormatOpt = "table",
+                all_states: Annotated[bool, typer.Option("--all", help="Include resolved ones and outliers.")] = False):
     """List open (suspected, active) alerts, newest first; --all adds resolved ones and outliers.
 
-    Example: runner alerts list --all
+    Example: runner alerts list --all --format json
     """
-    from sqlalchemy import select
-
-    from db import alerts
+    from db.alerts.listing import listed
     from db.engine import open_store, session_scope
-    from db.models import Alert
 
+    if fmt not in ("table", "json"):
+        raise UserError(f"--format must be table or json, not {fmt!r}")
     with session_scope(open_store(db)) as session:
-        rows = (list(session.scalars(select(Alert).order_by(Alert.updated_at.desc()))) if all_states
-                else alerts.open_alerts(session))
-        if not rows:
-            err.print("no alerts" if all_states else "no open alerts", highlight=False)
-            return
-        _alert_rows(rows)
+        rows = listed(session, all_states)
+    if fmt == "table" and not rows:
+        err.print("no alerts" if all_states else "no open alerts", highlight=False)
+        return
+    print_alerts(rows, fmt)
 
 
 def _set_alert(db: str | None, alert_id: int, **values) -> None:
@@ -143,7 +155,6 @@ def alerts_annotate(
 
     from db.engine import open_store, session_scope
     from db.models import Annotation, Run
-    from runner import alerting
 
     engine = open_store(db)
     with session_scope(engine) as session:
@@ -153,7 +164,6 @@ def alerts_annotate(
         session.add(Annotation(run_id=run_id, note=note, created_at=dt.datetime.now(dt.timezone.utc)))
         fingerprint = run.fingerprint
     err.print(f"annotated run {run_id}: {note}", highlight=False)
-    for change in alerting.evaluate_and_deliver(engine, [fingerprint]):
-        err.print(alerting.describe(change), highlight=False)
+    after_push(engine, [fingerprint])
 
 

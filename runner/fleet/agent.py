@@ -360,9 +360,9 @@ class Agent:
         if not fingerprints:
             return
         try:
-            from runner import alerting
+            from db.alerts.deliver import describe, evaluate_and_deliver
 
-            for change in alerting.evaluate_and_deliver(self.engine, fingerprints):
-                self.log(alerting.describe(change))
+            for change in evaluate_and_deliver(self.engine, fingerprints):
+                self.log(describe(change))
         except Exception as e:  # noqa: BLE001 - the run is stored; an alert hiccup must not stop the agent
             self.log(f"alert check after push failed: {one_line(e)}")

@@ -1,4 +1,5 @@
-"""Alert webhook: a signed JSON POST when an alert changes state, with the standard library only.
+"""Delivering alert state changes: a signed JSON POST (webhook) when an alert enters or leaves a notified state, with
+the standard library only.
 
 The body is the JSON payload from `build_payload`; `X-Devcompare-Signature: sha256=<hex>` is the HMAC-SHA256 of
 the raw body under the shared secret, checked by receivers with `verify`. The payload has a Slack-compatible "text"
@@ -6,28 +7,35 @@ field, so a Slack incoming-webhook URL works as is. Failures (connection errors,
 with exponential backoff; other 4xx are not, since the same request would fail again. Neither the secret nor the
 URL's path and query (Slack keeps its token there) is ever logged.
 
+Settings come from the environment, so every host and the periodic checker agree:
+DEVCOMPARE_WEBHOOK_URL and DEVCOMPARE_WEBHOOK_SECRET (no URL: nothing is sent), DEVCOMPARE_DASHBOARD_URL (a link
+put in messages).
+
 Example:
-    if should_send(stored_state, alert.state):
-        send(url, build_payload(key, alert, stored_state, job_name="demo-cpu"), secret=os.environ.get(...))
+    changes = evaluate_and_deliver(engine, [fingerprint])   # after a push: judge, store, send
+    for change in changes: print(describe(change))
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import json
 import logging
 import math
+import os
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Collection, Iterable
 
 from core.errors import UserError
-
-if TYPE_CHECKING:  # only for annotations: importing this module stays light
-    from db.detect import Alert, SeriesKey
+from db.alerts.config import AlertConfig, configured, pairs, suppressed_by
+from db.alerts.detect import Episode
+from db.alerts.evaluate import Change, evaluate
+from db.alerts.series import SeriesKey
+from db.engine import session_scope
 
 log = logging.getLogger(__name__)
 
@@ -61,20 +69,21 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None  # JSON has no inf/NaN
 
 
-def build_payload(key: SeriesKey, alert: Alert, previous_state: str | None, *, job_name: str | None = None,
+def build_payload(key: SeriesKey, alert: Episode, previous_state: str | None, *, job_name: str | None = None,
                   dashboard_url: str | None = None) -> dict:
-    """The JSON body for one alert state change. Ratios are candidate/baseline; change_pct against the baseline."""
+    """The JSON body for one alert state change. Ratios are candidate/baseline with the other device at its usual
+    level; `baseline_ratio` is the usual ratio and `change_pct` is against it; `reason` is what the rule used."""
     shown = alert.closed_by or alert.latest  # a resolved alert reports the run that brought the ratio back
-    runs = [{"candidate": v.candidate_run, "baseline": v.baseline_run, "at": v.point.at.isoformat()}
+    runs = [{"candidate": v.candidate_run, "baseline": v.baseline_run, "arrived": v.side, "at": v.point.at.isoformat()}
             for v in (*alert.verdicts, *([alert.closed_by] if alert.closed_by else []))]
     job = job_name or key.fingerprint
     where = f"{key.candidate_device} vs {key.baseline_device}" + (
         f", batch {key.batch_size}" if key.batch_size is not None else "")
-    text = (f"[{alert.state.upper()}] {key.metric} ratio {shown.ratio:.4g} vs baseline {shown.baseline_ratio:.4g} "
+    text = (f"[{alert.state.upper()}] {key.metric} ratio {shown.ratio:.4g} vs usual {shown.usual_ratio:.4g} "
             f"({shown.change_pct:+.1f}%) for {job} ({where})")
-    if alert.state in ("suspected", "active") and alert.latest.moved:
-        text += f": {alert.latest.moved}"
-    text += f". Runs {shown.candidate_run} / {shown.baseline_run}."
+    if alert.state in ("suspected", "active") and alert.moved:
+        text += f": {alert.moved}"
+    text += f". {alert.explanation}. Runs {shown.candidate_run} / {shown.baseline_run}."
     if dashboard_url:
         text += f" <{dashboard_url}|Dashboard>"  # Slack mrkdwn link
     return {
@@ -86,10 +95,11 @@ def build_payload(key: SeriesKey, alert: Alert, previous_state: str | None, *, j
         "job": {"name": job_name, "fingerprint": key.fingerprint},
         "devices": {"candidate": key.candidate_device, "baseline": key.baseline_device},
         "batch_size": key.batch_size,
-        "baseline_ratio": _finite(shown.baseline_ratio),
+        "baseline_ratio": _finite(shown.usual_ratio),
         "new_ratio": _finite(shown.ratio),
         "change_pct": _finite(shown.change_pct),
-        "moved": alert.latest.moved,
+        "moved": alert.moved,
+        "reason": alert.explanation,
         "opened_at": alert.opened.point.at.isoformat(),
         "runs": runs,
         "dashboard_url": dashboard_url,
@@ -131,3 +141,36 @@ def send(url: str, payload: dict, secret: str | None = None, retries: int = 3, b
         if attempt <= retries:
             sleep(wait)
     return False
+
+
+def deliver(changes: Iterable[Change], cfg: AlertConfig) -> int:
+    """Send the webhook for changes that matter and are not suppressed; returns how many were sent."""
+    url = os.environ.get("DEVCOMPARE_WEBHOOK_URL")
+    if not url:
+        return 0
+    now, sent = dt.datetime.now(dt.timezone.utc), 0
+    for ch in changes:
+        if not should_send(ch.previous, ch.episode.state) or suppressed_by(ch.key, now, cfg.suppressions):
+            continue
+        payload = build_payload(ch.key, ch.episode, ch.previous, job_name=ch.job_name,
+                                dashboard_url=os.environ.get("DEVCOMPARE_DASHBOARD_URL"))
+        sent += bool(send(url, payload, secret=os.environ.get("DEVCOMPARE_WEBHOOK_SECRET")))
+    return sent
+
+
+def evaluate_and_deliver(engine, fingerprints: list[str] | None = None, cfg: AlertConfig | None = None,
+                         device_pairs: tuple[tuple[str, str], ...] | None = None) -> list[Change]:
+    """Judge the affected series in one transaction, then deliver; returns the changes."""
+    cfg = cfg or configured()
+    with session_scope(engine) as session:
+        changes = evaluate(session, cfg, fingerprints, device_pairs or pairs())
+    deliver(changes, cfg)
+    return changes
+
+
+def describe(change: Change) -> str:
+    """One line per state change, as `runner push` and the agent print it."""
+    ep = change.episode
+    pct = f"{ep.latest.change_pct:+.1f}%" if ep.latest.change_pct is not None else "n/a"
+    return (f"alert {change.alert_id} {change.previous or 'new'} -> {ep.state}: {change.job_name} {change.key} "
+            f"ratio {ep.latest.ratio:.4g} ({pct}){', ' + ep.moved if ep.moved else ''}")
