@@ -115,3 +115,17 @@ def test_npu_smi_meter_reads_the_npu():
     meter, why = power.meter_for("npu", 0)
     assert meter is not None, why
     assert meter.read() > 0
+
+
+def test_run_documents_refuse_a_zero_or_an_unexplained_absence():
+    from core import rundoc
+    from core.errors import UserError
+
+    doc = rundoc.new_document(device={"class": "cpu", "type": "cpu", "name": "x", "count": 1}, environment={},
+                              job_name="j", fingerprint="0" * 16, spec={}, started_at=rundoc.now())
+    doc["extra"] = {"energy": [{"batch_size": 1, "available": False, "reason": "no RAPL"}]}
+    rundoc.validate(doc)
+    for bad in ({"batch_size": 1, "available": False}, {"batch_size": 1, "available": True, "tokens_per_joule": 0}):
+        doc["extra"]["energy"] = [bad]
+        with pytest.raises(UserError, match="extra/energy/0"):
+            rundoc.validate(doc)
