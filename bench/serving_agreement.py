@@ -1,0 +1,245 @@
+"""Benchmark: our serving client against a recognised load generator (GuideLLM), and our client's own overhead.
+
+Agreement: GuideLLM and runner.serving measure the same server with the same workload (synthetic prompts of
+--prompt-tokens, --output-tokens each, one request at a time), alternating rounds so that the machine's load moves
+both alike; the medians of TTFT and TPOT (GuideLLM calls it inter-token latency: (latency - TTFT) / (tokens - 1))
+must agree within 10%. Targets: `transformers serve` with the demo model on this CPU (GuideLLM sends vLLM's
+`ignore_eos`, which that server refuses with 422, unless its request extras are cleared: see BENCHMARKS.md), and
+GuideLLM's own `guidellm mock-server`, whose TTFT and inter-token latency are set.
+
+Overhead: the stub server (runner/serving/stub.py) streams instantly in its own process on one core; our client,
+pinned to the other core, runs --streams concurrent streams; its CPU time per streamed token must stay under 1 ms.
+
+GuideLLM lives in its own environment (.gl/), with the local CPU torch installed first so it pulls no CUDA build:
+    python3 -m venv .gl && .gl/bin/pip install torch==2.13.0 && .gl/bin/pip install guidellm==0.8.1
+Run: .venv/bin/python -m bench.serving_agreement [--rounds 3] [--requests 6] [--skip-engine]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench._report import REPO, commit_stamp, write_section
+
+MEASURES = ["runner/serving"]
+GUIDELLM = REPO / ".gl" / "bin" / "guidellm"
+TOLERANCE = 0.10
+
+
+def our_run(url: str, prompt_tokens: int, output_tokens: int, requests: int, concurrency: int = 1,
+            model_dir: Path | None = None) -> dict:
+    """One measured level of our client; {"ttft", "tpot" (medians, ms), "level": the record, "cpu_s"}."""
+    from rich.console import Console
+
+    from runner import models
+    from runner.serving import measure, workload
+    from runner.spec import parse_spec
+
+    spec = parse_spec({"name": "agreement", "humaneval": None, "model": {"name": models.DEMO},
+                       "serving": {"requests": requests, "input_tokens": prompt_tokens, "output_tokens": output_tokens,
+                                   "concurrency": [concurrency], "warmup": 1, "time_limit_s": 3600,
+                                   "request_timeout_s": 600}})
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir or models.resolve(spec.model))
+    cpu0 = time.process_time()
+    m = asyncio.run(measure(spec, url, workload.Prompts(spec.serving, tok, spec.seed), Console(stderr=True)))
+    level = m["levels"][0]
+    return {"ttft": level["serving_ttft_ms"]["median"], "tpot": level["serving_tpot_ms"]["median"],
+            "level": level, "cpu_s": time.process_time() - cpu0, "capabilities": m["capabilities"]}
+
+
+def guidellm_run(url: str, model: str, tokenizer_dir: Path, prompt_tokens: int, output_tokens: int | None,
+                 requests: int, extras: str | None) -> dict:
+    """One GuideLLM benchmark at concurrency 1 (its `synchronous` profile); medians of TTFT and inter-token latency
+    from its JSON report. `output_tokens` None: the data asks for no length (`extras` may set the backend's)."""
+    out = Path(tempfile.mkdtemp(prefix="guidellm-"))
+    backend = f"kind=openai_http,target={url},model={model},request_format=/v1/completions"
+    if extras is not None:
+        backend += f",{extras}"
+    data = f"kind=synthetic_text,prompt_tokens={prompt_tokens}"
+    if output_tokens is not None:
+        data += f",output_tokens={output_tokens}"
+    cmd = [str(GUIDELLM), "run", "--backend", backend, "--profile", "kind=synchronous", "--data", data,
+           "--constraint", f"kind=max_requests,count={requests}",
+           "--tokenizer", f"kind=huggingface_auto,model={tokenizer_dir}", "--output", "kind=json",
+           "--disable-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600, cwd=out)
+    reports = list(out.glob("*.json"))
+    if done.returncode != 0 or not reports:
+        tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-4:])
+        raise RuntimeError(f"guidellm exited {done.returncode}: {tail}")
+    return parse_guidellm(json.loads(reports[0].read_text()))
+
+
+def parse_guidellm(report: dict) -> dict:
+    """Medians (ms) of TTFT and inter-token latency, and the successful request count, from a GuideLLM report."""
+    bench = report["benchmarks"][0]
+    metrics = bench["metrics"]
+
+    def median(name: str) -> float:
+        return metrics[name]["successful"]["median"]
+
+    totals = metrics.get("request_totals") or bench.get("request_totals") or {}
+    return {"ttft": median("time_to_first_token_ms"), "tpot": median("inter_token_latency_ms"),
+            "completed": totals.get("successful")}
+
+
+def agree(ours: list[dict], theirs: list[dict]) -> dict:
+    row = {}
+    for key in ("ttft", "tpot"):
+        a, b = statistics.median(r[key] for r in ours), statistics.median(r[key] for r in theirs)
+        row[key] = (a, b, abs(a - b) / b)
+    return row
+
+
+def alternate(rounds: int, ours, theirs) -> tuple[list[dict], list[dict]]:
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(ours())
+        b.append(theirs())
+    return a, b
+
+
+@contextlib.contextmanager
+def process(argv: list[str], url: str, cpu: int | None = None, startup_s: float = 600):
+    from runner.serving import engine
+
+    def pin():
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+    log = tempfile.NamedTemporaryFile(prefix="serving-bench-", suffix=".log", delete=False)
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=pin)
+    try:
+        deadline = time.monotonic() + startup_s
+        while not engine._answers(url):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} did not come up: {Path(log.name).read_text()[-400:]}")
+            time.sleep(0.5)
+        yield proc
+    finally:
+        engine.stop(proc)
+
+
+def overhead(streams: int, requests: int, tokens: int) -> dict:
+    """Our client's CPU time per streamed token, the stub streaming instantly on the other core."""
+    from runner.serving import engine
+
+    port = engine.free_port()
+    url = f"http://127.0.0.1:{port}"
+    cores = sorted(os.sched_getaffinity(0))
+    with process([sys.executable, "-m", "runner.serving.stub", "--port", str(port)], url, cpu=cores[-1]):
+        mine = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, {cores[0]})
+        try:
+            r = our_run(url, 16, tokens, requests, concurrency=streams,
+                        model_dir=_smoke_dir())
+        finally:
+            os.sched_setaffinity(0, mine)
+    level = r["level"]
+    return {"streams": streams, "requests": level["completed"], "tokens": level["output_tokens"],
+            "cpu_ms_per_token": r["cpu_s"] * 1000 / level["output_tokens"],
+            "tokens_per_s": level["output_throughput"], "itl_median_ms": level["serving_itl_ms"]["median"]}
+
+
+def _smoke_dir() -> Path:
+    from runner import models
+    from runner.spec import ModelSpec
+
+    return models.resolve(ModelSpec(name=models.SMOKE))
+
+
+def agreement_rows(name: str, ours: list[dict], theirs: list[dict]) -> tuple[list[str], bool]:
+    a = agree(ours, theirs)
+    ok = all(diff <= TOLERANCE for _, _, diff in a.values())
+    lines = [f"| {name} | ours (runner.serving) | {a['ttft'][0]:.1f} | {a['tpot'][0]:.2f} | "
+             f"{', '.join(str(r['level']['completed']) for r in ours)} |",
+             f"| {name} | GuideLLM 0.8.1 | {a['ttft'][1]:.1f} | {a['tpot'][1]:.2f} | "
+             f"{', '.join(str(r['completed']) for r in theirs)} |",
+             f"| {name} | difference | {a['ttft'][2]:.1%} | {a['tpot'][2]:.1%} | "
+             f"{'within' if ok else 'NOT within'} 10% |"]
+    return lines, ok
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of each tool per target")
+    ap.add_argument("--requests", type=int, default=8, help="requests per round against the mock server")
+    ap.add_argument("--engine-requests", type=int, default=4, help="requests per round against transformers serve")
+    ap.add_argument("--streams", type=int, default=32)
+    ap.add_argument("--skip-engine", action="store_true", help="only the mock server and the overhead")
+    args = ap.parse_args()
+    stamp = commit_stamp("serving_agreement", REPO)
+    if not GUIDELLM.exists():
+        sys.exit(f"GuideLLM not found at {GUIDELLM}: see this script's docstring for its environment")
+    from runner import models
+    from runner.serving import engine
+    from runner.spec import ModelSpec
+
+    demo = models.resolve(ModelSpec(name=models.DEMO))
+    cost = overhead(args.streams, requests=8 * args.streams, tokens=128)
+    print(f"overhead: {cost}", file=sys.stderr)
+
+    rows, verdicts = [], []
+    port = engine.free_port()
+    mock_url = f"http://127.0.0.1:{port}"
+    mock = [str(GUIDELLM.parent / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
+            "--model", "mock", "--ttft-ms", "200", "--itl-ms", "20", "--output-tokens", "32"]
+    with process(mock, mock_url):
+        ours, theirs = alternate(args.rounds, lambda: our_run(mock_url, 128, 32, args.requests, model_dir=demo),
+                                 lambda: guidellm_run(mock_url, "mock", demo, 128, 32, args.requests, None))
+    lines, ok = agreement_rows("guidellm mock-server (TTFT 200 ms, ITL 20 ms)", ours, theirs)
+    rows += lines
+    verdicts.append(ok)
+    if not args.skip_engine:
+        spec_model = str(demo)
+        port = engine.free_port()
+        url = f"http://127.0.0.1:{port}"
+        argv = [engine.executable("transformers"), "serve", spec_model, "--host", "127.0.0.1", "--port", str(port),
+                "--dtype", "float32", "--device", "cpu"]
+        with engine.running(argv, url, 600):
+            # GuideLLM forces the length with ignore_eos, which transformers serve refuses: its length goes in the
+            # backend's max_tokens instead (the data asks for no output length), as ours learns to do by itself
+            ours, theirs = alternate(
+                args.rounds, lambda: our_run(url, 64, 16, args.engine_requests, model_dir=demo),
+                lambda: guidellm_run(url, spec_model, demo, 64, None, args.engine_requests, "max_tokens=16"))
+        lines, ok = agreement_rows("transformers serve, demo model, CPU", ours, theirs)
+        rows += lines
+        verdicts.append(ok)
+
+    body = "\n".join([
+        "Same server, same workload (synthetic prompts, one request at a time), alternating rounds of each tool "
+        f"({args.rounds} per target); medians over all rounds' requests. TPOT is vLLM's (E2E - TTFT) / (tokens - 1), "
+        "which GuideLLM reports as inter-token latency (its own TPOT includes the first token).",
+        "",
+        "| target | client | TTFT median (ms) | TPOT median (ms) | completed per round |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"**Agreement: {'all within 10%' if all(verdicts) else 'NOT all within 10%'}.**",
+        "",
+        f"Client overhead: the stub streaming instantly in its own process on one core, our client on the other, "
+        f"{cost['streams']} concurrent streams, {cost['requests']} requests of 128 tokens: "
+        f"**{cost['cpu_ms_per_token'] * 1000:.0f} µs of client CPU per streamed token** (target: under 1 ms), "
+        f"{cost['tokens_per_s']:,.0f} tokens/s through one core, median gap between chunks "
+        f"{cost['itl_median_ms']:.2f} ms.",
+        "",
+        f"Command: `.venv/bin/python -m bench.serving_agreement --rounds {args.rounds}`",
+    ])
+    write_section("serving_agreement", "Serving: our client against GuideLLM, and its own overhead", body,
+                  measured_at=stamp)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
