@@ -70,8 +70,9 @@ class TrendPoint(NamedTuple):
 
 
 def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: str | None = None,
-                metrics: tuple[str, ...] = METRICS) -> dict[TrendKey, Series]:
-    """Every series of the device pair (or of one fingerprint), points oldest first, keys sorted."""
+                metrics: tuple[str, ...] = METRICS, batch_size: int | None = None) -> dict[TrendKey, Series]:
+    """Every series of the device pair (or of one fingerprint; speed at every batch size, or at `batch_size`),
+    points oldest first, keys sorted."""
     if candidate == baseline:
         raise UserError(f"candidate and baseline are both {candidate}: pick two different device classes")
     unknown = set(metrics) - set(METRICS)
@@ -90,6 +91,8 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
     if speed:
         stmt = (select(perf.c.run_id, perf.c.batch_size, *(perf.c[m] for m in speed))
                 .join_from(perf, runs, runs.c.id == perf.c.run_id).where(*where))
+        if batch_size is not None:
+            stmt = stmt.where(perf.c.batch_size == batch_size)
         keys: dict[int, list[tuple[str, int]]] = {}
         for run_id, bs, *row in conn.execute(stmt).all():
             got = values.setdefault(run_id, {})
