@@ -11,7 +11,9 @@ import sys
 
 import streamlit as st
 
+from db import overview as overview_module
 from db import queries
+from db import report as report_module
 from db.engine import display_url, open_store, resolve_url, session_scope
 
 TTL_S = 30  # a new push shows up within this many seconds without pressing Refresh
@@ -99,3 +101,15 @@ def run_detail(url: str, run_id: str) -> dict | None:
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def alerts(url: str) -> list[dict] | None:
     return _read(url, queries.alerts)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def report(url: str, fingerprint: str, candidate: str, baseline: str, lang: str, fmt: str) -> str:
+    """The README section `runner report` prints."""
+    return report_module.render(_read(url, report_module.build, fingerprint, candidate, baseline), lang, fmt)
+
+
+@st.cache_data(ttl=TTL_S, show_spinner=False)
+def overview(url: str) -> list[dict]:
+    """A row per job and device pair (db/overview.py); ages are as of the query, at most TTL_S seconds ago."""
+    return _read(url, overview_module.overview)

@@ -11,7 +11,8 @@ from dashboard import _ui as ui
 
 st.set_page_config(page_title="devcompare", page_icon=":material/compare_arrows:", layout="wide")
 page = st.navigation([
-    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:", default=True),
+    st.Page("views/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("views/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("views/trends.py", title="Trends", icon=":material/show_chart:"),
     st.Page("views/problems.py", title="Problems", icon=":material/rule:"),
     st.Page("views/runs.py", title="Runs", icon=":material/list:"),

@@ -21,7 +21,9 @@ from db.engine import make_engine, open_store, session_scope, upgrade
 from db.models import Alert
 
 APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
-PAGES = ("views/compare.py", "views/trends.py", "views/problems.py", "views/runs.py", "views/alerts.py")
+PAGES = ("views/overview.py", "views/compare.py", "views/trends.py", "views/problems.py", "views/runs.py",
+         "views/alerts.py")
+COMPARE = "views/compare.py"
 REFERENCE_FP = "40fe0632ad0e366a"
 MEASURED_FP = "0123456789abcdef"
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
@@ -116,7 +118,7 @@ def table_rows(table) -> list[list[str]]:
 # --- Compare ------------------------------------------------------------------------------------------------------
 
 def test_compare_reference_report(seeded):
-    at = app()
+    at = app(COMPARE)
     at.selectbox(key="job").set_value(REFERENCE_FP).run()
     assert not at.exception
     assert at.selectbox(key="candidate").value == "910B3" and at.selectbox(key="baseline").value == "A100"
@@ -128,17 +130,22 @@ def test_compare_reference_report(seeded):
     shown = texts(at)
     # imported aggregates have no per-problem outcomes: the test is "not available", not invented
     assert "Significance: **not available**" in shown and "no per-problem results" in shown
+    # ...but 54 vs 53 cannot be significant whatever the outcomes are (the smallest McNemar p of a 1-problem gap is 1)
+    assert "a difference of 1 problem(s) on the same problems is **not significant** whatever" in shown
     assert "no raw repeats stored" in shown
-    assert "Greedy token agreement: **not available**" in shown
+    # imported aggregates keep no repeats: how many there were is unknown, not zero
+    assert [r[4] for r in table_rows(at.table[2])[1:]] == ["unknown / unknown"] * 2
+    assert "Greedy token agreement: **not available** (the 910B3 and A100 runs are imported" in shown
     assert "carry no environment" in shown
+    assert "imported from “published report: CodeLlama-34b-Instruct" in shown and "date not in the source" in shown
     md = at.code[0].value
     assert "| passed | 54 | 53 | 1.0189 |" in md and "| ratio | 1 | 0.0683 | 0.5397 |" in md
-    assert [b.proto.label for b in at.get("download_button")] == ["Download CSV", "Download markdown"]
+    assert [b.proto.label for b in at.get("download_button")] == ["CSV", "Markdown", "README md", "README html"]
     assert not at.exception
 
 
 def test_compare_measured_job_statistics(seeded):
-    at = app()
+    at = app(COMPARE)
     at.selectbox(key="job").set_value(MEASURED_FP).run()
     assert not at.exception
     acc = table_rows(at.table[0])
@@ -153,7 +160,8 @@ def test_compare_measured_job_statistics(seeded):
     lo, hi = (float(x) for x in decode[3].split(" to "))
     assert lo <= 9.0 / 16.5 <= hi and lo >= 8.9 / 17.0 - 1e-4 and hi <= 9.1 / 16.0 + 1e-4  # 4 decimals shown
     bandwidth = table_rows(at.table[3])
-    assert bandwidth[1][:4] == ["910B3", "1", "306", "19.1%"] and bandwidth[2][:4] == ["A100", "1", "561", "27.5%"]
+    assert bandwidth[1][:5] == ["910B3", "1", "306 GB/s", "19.1%", "40 GiB"]
+    assert bandwidth[2][:4] == ["A100", "1", "561 GB/s", "27.5%"]
     assert "Greedy token agreement: **75.00%** of 8 probe tokens, first divergence at token 2 of HumanEval/1" in shown
     env = {r[0]: r[1:] for r in table_rows(at.table[4])[1:]}
     assert env["torch"] == ["2.1.0", "2.1.0", "same"]
@@ -163,7 +171,7 @@ def test_compare_measured_job_statistics(seeded):
 
 
 def test_compare_any_pair_and_same_device(seeded):
-    at = app()
+    at = app(COMPARE)
     at.selectbox(key="job").set_value(MEASURED_FP).run()
     at.selectbox(key="candidate").set_value("A100").run()
     at.selectbox(key="baseline").set_value("910B3").run()
@@ -174,40 +182,7 @@ def test_compare_any_pair_and_same_device(seeded):
     assert "Pick two different device classes" in texts(at)
 
 
-# --- Trends, Problems, Runs, Alerts --------------------------------------------------------------------------------
-
-def test_trends_ratio_over_time_with_alert_markers(seeded):
-    with session_scope(seeded["engine"]) as s:
-        docs = seeded["docs"]
-        s.add(Alert(series=f"{MEASURED_FP}/decode_tokens_per_s/910B3-vs-A100/bs1", fingerprint=MEASURED_FP,
-                    metric="decode_tokens_per_s", candidate_device="910B3", baseline_device="A100", batch_size=1,
-                    opened_candidate_run=docs[1]["run_id"], opened_baseline_run=docs[0]["run_id"],
-                    latest_candidate_run=docs[1]["run_id"], latest_baseline_run=docs[0]["run_id"],
-                    state="resolved", moved="candidate fell", ratio=0.4909, baseline_ratio=0.55, change_pct=-10.7,
-                    reason="ratio 0.4909 vs baseline 0.55: -10.7%", acknowledged=False, resolved_manually=False,
-                    opened_at=T0 + dt.timedelta(days=5), updated_at=T0 + dt.timedelta(days=5)))
-    at = app("views/trends.py")
-    at.selectbox(key="job").set_value(MEASURED_FP).run()
-    at.selectbox(key="metric").set_value("decode_tokens_per_s").run()
-    assert not at.exception
-    assert at.selectbox(key="batch_size").value == 1
-    latest = {m.label: m.value for m in at.metric}
-    assert latest["latest ratio 910B3 / A100"] == "0.5455"  # 9.0 / 16.5
-    assert latest["latest 910B3"] == "9" and latest["latest A100"] == "16.5"
-    points = table_rows(at.table[0])
-    # newest first: one point each time either device got a run once both had one
-    assert [r[1] for r in points[1:]] == ["0.5455", "0.5455", "0.5455", "0.4909"]
-    assert "1 alert(s) on this series" in texts(at)
-    at.selectbox(key="candidate").set_value("A100").run()  # the reverse pair shows the same series' alerts
-    at.selectbox(key="baseline").set_value("910B3").run()
-    assert not at.exception and "1 alert(s) on this series" in texts(at)
-    at.selectbox(key="candidate").set_value("910B3").run()
-    at.selectbox(key="baseline").set_value("A100").run()
-    at.selectbox(key="metric").set_value("pass_at_1").run()
-    assert not at.exception
-    assert {m.label: m.value for m in at.metric}["latest ratio 910B3 / A100"] == "1.2000"
-    assert "No alerts on this series." in texts(at)
-
+# --- Problems, Runs, Alerts (Overview and Trends: test_dashboard_overview.py) -----------------------------------------------------------------------------
 
 def test_problems_one_device_only_and_side_by_side(seeded):
     at = app("views/problems.py")
@@ -242,7 +217,8 @@ def test_runs_list_filters_and_detail(seeded):
     shown = texts(at)
     assert "NVIDIA A100-SXM4-80GB" in shown and "535.104.05" in shown  # fields and environment
     perf = {r[0]: r[1] for r in table_rows(at.table[2])[1:]}
-    assert perf["decode_tokens_per_s"] == "16.5" and perf["bandwidth_util"] == "0.27513"
+    assert perf["incremental speed"] == "16.5 tokens/s" and perf["bandwidth utilisation"] == "27.5%"
+    assert perf["peak device memory"] == "40 GiB" and perf["time to first token"] == "not recorded"
     problems = at.dataframe[1].value
     assert len(problems) == 10 and problems["passed"].sum() == 5
     at.text_input(key="id_prefix").set_value("3f0c9f2e").run()
@@ -273,7 +249,9 @@ def test_alerts_open_acknowledged_resolved(seeded):
     assert [t.label for t in at.tabs] == ["Open (1)", "Acknowledged (1)", "Resolved (1)", "Outliers (0)"]
     open_rows = table_rows(at.tabs[0].table[0])
     assert open_rows[1][1:4] == ["2025-03-05 00:00 UTC", "active", "m0"]  # since: when the opening run finished
-    assert "-9.1" in open_rows[1] and "reason 0" in open_rows[1]
+    assert "-9.1%" in open_rows[1] and "reason 0" in open_rows[1]
+    at.tabs[3].run()
+    assert "No outliers: no lone bad run that went back on its own." in texts(at)  # an empty tab says what it means
 
 
 # --- store states: every page says what to run ------------------------------------------------------------------------
@@ -287,7 +265,7 @@ def test_empty_store_says_how_to_fill_it(store_url, monkeypatch, page):
     assert "runner push examples/reference-910B3.json examples/reference-A100.json" in at.info[0].value
 
 
-@pytest.mark.parametrize("page", PAGES[:3])
+@pytest.mark.parametrize("page", PAGES[1:4])
 def test_single_device_names_the_missing_one(tmp_path, reference_docs, monkeypatch, page):
     url = f"sqlite:///{tmp_path / 'one.db'}"
     store.push(open_store(url), reference_docs[0])  # 910B3 only
@@ -307,7 +285,7 @@ def test_cpu_only_store_compares_cpu_against_a_missing_a100(tmp_path, reference_
     doc["device"].update({"class": "cpu", "type": "cpu", "name": "AMD EPYC", "count": 1})
     store.push(open_store(url), doc)
     monkeypatch.setenv("DEVCOMPARE_DB_URL", url)
-    at = app()
+    at = app(COMPARE)
     assert not at.exception
     assert (at.selectbox(key="candidate").value, at.selectbox(key="baseline").value) == ("cpu", "A100")
     assert "has runs on cpu only, none on A100" in at.warning[0].value
@@ -319,15 +297,30 @@ def test_cpu_only_store_compares_cpu_against_a_missing_a100(tmp_path, reference_
 
 @pytest.mark.parametrize("page", PAGES)
 def test_store_behind_the_schema_names_the_upgrade(tmp_path, monkeypatch, page):
+    from alembic import command
+
+    from db.engine import _alembic_config
+
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'old0'"))
+    with make_engine(url).begin() as conn:
+        command.upgrade(_alembic_config(conn), "0001")  # as an older release of the code left it
     monkeypatch.setenv("DEVCOMPARE_DB_URL", url)
     at = app(page)
     assert not at.exception
-    assert "old0" in at.error[0].value and "runner db upgrade --db" in at.error[0].value
+    assert "revision 0001" in at.error[0].value and f"runner db upgrade --db '{url}'" in at.error[0].value
+
+
+def test_store_newer_than_the_code_says_to_update_this_host(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_future'"))
+    monkeypatch.setenv("DEVCOMPARE_DB_URL", url)
+    at = app()
+    assert not at.exception
+    assert "this host's code is older than the store" in at.error[0].value
+    assert "runner db upgrade" not in at.error[0].value
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -344,7 +337,7 @@ def test_db_argument_after_the_script_wins(tmp_path, reference_docs, monkeypatch
     for doc in reference_docs:
         store.push(open_store(url), doc)
     monkeypatch.setattr("sys.argv", ["app.py", "--db", url])
-    at = app()
+    at = app(COMPARE)
     assert not at.exception
     assert table_rows(at.table[1])[3] == ["ratio", "1", "0.0683", "0.5397"]
 

@@ -1,17 +1,23 @@
-"""Alerts: regressions found by regression detection (db/alerts.py), as open (suspected or active, not yet
+"""Alerts: regressions found by regression detection (db/alerts/), as open (suspected or active, not yet
 acknowledged), acknowledged, resolved, and outliers (a single bad run that went back).
 """
 import streamlit as st
 
-from dashboard import _data as data
-from dashboard import _ui as ui
 from core.metrics import METRICS, titled
+from dashboard import _data as data
+from dashboard import _format
+from dashboard import _ui as ui
 
 st.title("Alerts")
 url = data.store_url()
 COLUMNS = {"id": "id", "at": "since (UTC)", "state": "state", "series": "metric", "pair": "pair",
-           "fingerprint": "job", "ratio": "ratio", "baseline_ratio": "usual ratio", "change_pct": "change (%)",
+           "fingerprint": "job", "ratio": "ratio", "baseline_ratio": "usual ratio", "change_pct": "change",
            "moved": "moved", "reason": "why"}
+# what an empty tab says: what it means that nothing is there
+EMPTY = {"Open": "No open alert: every judged series is within its limits.",
+         "Acknowledged": "No acknowledged alert (`runner alerts ack ID` acknowledges an open one).",
+         "Resolved": "No alert has been resolved yet.",
+         "Outliers": "No outliers: no lone bad run that went back on its own."}
 
 
 def group(alert: dict) -> str:
@@ -26,7 +32,7 @@ def shown(alert: dict, job_names: dict[str, str]) -> dict:
             "pair": f"{alert['candidate_device']} / {alert['baseline_device']}",
             "fingerprint": job_names.get(alert["fingerprint"], alert["fingerprint"]),
             "ratio": ui.fmt(alert["ratio"], "ratio"), "baseline_ratio": ui.fmt(alert["baseline_ratio"], "ratio"),
-            "change_pct": None if alert["change_pct"] is None else f"{alert['change_pct']:+.1f}"}
+            "change_pct": _format.change(alert["change_pct"]), "moved": alert["moved"] or _format.UNKNOWN}
 
 
 with ui.store_errors(url):
@@ -50,6 +56,6 @@ with ui.store_errors(url):
             if members:
                 ui.records([shown(a, job_names) for a in members], COLUMNS)
             else:
-                st.caption("None.")
+                st.caption(EMPTY.get(name, "Nothing here."))
     st.caption("Acknowledge or resolve with `runner alerts ack ID` / `runner alerts resolve ID`; an annotation "
                "(`runner alerts annotate RUN NOTE`) restarts a series' baseline after an intended change.")

@@ -13,7 +13,7 @@ url = data.store_url()
 
 def pick_run(device: str, runs: list[dict], key: str) -> dict | None:
     if not runs:
-        st.markdown(f"**{device}**: no run of this job")
+        st.markdown(f"**{ui.md(device)}**: no run of this job")
         return None
     by_id = {r["id"]: r for r in runs}
     run_id = st.selectbox(
@@ -60,7 +60,7 @@ with ui.store_errors(url):
         cols[3].metric("neither", test.neither)
         st.markdown(f"Over {test.problems} problems both runs have: **{test.label()}**.")
     else:
-        st.info(f"Paired test not available: {why}.")
+        st.info(f"Paired test not available: {ui.md(why)}.")
 
     one_sided = [e for e in diff if e["candidate_pass"] is not None and e["baseline_pass"] is not None
                  and problem_passed(e["candidate_pass"]) != problem_passed(e["baseline_pass"])]
@@ -83,10 +83,10 @@ with ui.store_errors(url):
     entry = by_task[task]
     for column, device, side in zip(st.columns(2), (candidate, baseline), ("candidate", "baseline")):
         with column:
-            st.markdown(f"**{device}**: {outcome(entry[f'{side}_pass'])}")
+            st.markdown(f"**{ui.md(device)}**: {outcome(entry[f'{side}_pass'])}")
             if not entry[side]:
                 st.caption("no result for this problem")
             for s in entry[side]:
                 tokens = f", {s['generated_tokens']} tokens" if s["generated_tokens"] is not None else ""
-                st.caption(f"sample {s['sample']}: {s['verdict']}{tokens}")
+                st.caption(f"sample {s['sample']}: {ui.md(s['verdict'])}{tokens}")
                 st.code(s["completion"] or "(empty completion)", language="python")

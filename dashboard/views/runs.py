@@ -5,12 +5,15 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import _data as data
+from dashboard import _format
 from dashboard import _ui as ui
+from db import queries
 
 st.title("Runs")
 url = data.store_url()
 LIMIT = 200  # newest matching runs listed; filters narrow the rest
 PERF_HIDDEN = ("id", "run_id", "batch_size", "raw")
+ACCURACY_HIDDEN = ("run_id",)
 
 
 def run_list(jobs: list[dict]) -> list[dict]:
@@ -30,37 +33,47 @@ def run_list(jobs: list[dict]) -> list[dict]:
         return []
     frame = pd.DataFrame(rows)
     frame["finished_at"] = pd.to_datetime(frame["finished_at"], utc=True)
-    frame["device_name"] = frame["device_name"].fillna("not recorded")  # imported reports name no device model
-    st.dataframe(frame, hide_index=True, width="stretch", column_config={
-        "id": st.column_config.TextColumn("run"),
-        "finished_at": st.column_config.DatetimeColumn("finished (UTC)", format="YYYY-MM-DD HH:mm"),
-        "device_class": "device", "device_name": "detected as", "job_name": "job", "model_name": "model",
-        "fingerprint": "fingerprint", "source": "source",
-        "passed": st.column_config.NumberColumn("passed", format="%d"),
-        "problems": st.column_config.NumberColumn("problems", format="%d"),
-        "pass_at_1": st.column_config.ProgressColumn("pass@1", min_value=0.0, max_value=1.0, format="%.4f"),
-    })
+    frame["id"] = frame["id"].str[:8]  # the full id is in the run detail below; the list fits the page without it
+    # a run without HumanEval shows nothing there, not 0 / 0
+    frame["passed"] = [f"{int(p):,} / {int(n):,}" if pd.notna(p) else "" for p, n in zip(frame["passed"],
+                                                                                         frame["problems"])]
+    st.dataframe(frame, hide_index=True, width="stretch", column_order=(
+        "id", "finished_at", "device_class", "job_name", "fingerprint", "source", "passed", "pass_at_1"),
+        column_config={
+            "id": st.column_config.TextColumn("run", width="small"),
+            "finished_at": st.column_config.DatetimeColumn("finished (UTC)", format="YYYY-MM-DD HH:mm"),
+            "device_class": st.column_config.TextColumn("device", width="small"),
+            "job_name": "job", "fingerprint": "fingerprint", "source": st.column_config.TextColumn("source",
+                                                                                                  width="small"),
+            "passed": st.column_config.TextColumn("passed", help="problems passed / problems"),
+            "pass_at_1": st.column_config.ProgressColumn("pass@1", min_value=0.0, max_value=1.0, format="%.4f"),
+        })
     return rows
 
 
 def key_values(pairs: list[tuple[str, object]]) -> None:
-    ui.table([["field", "value"]] + [[k, "not recorded" if v is None else ui.cell(v)] for k, v in pairs])
+    """(field, value) rows: values as people read them, absent ones as "not recorded"."""
+    ui.table([["field", "value"]] + [[k, "not recorded" if v is None else v] for k, v in pairs])
 
 
 def detail(run: dict) -> None:
-    imported = f", imported from _{run['imported_from']}_" if run["source"] == "imported" else ""
-    st.markdown(f"**{run['device_class']}** run `{run['id']}` of **{run['job_name']}** (`{run['model_name']}`, "
-                f"fingerprint `{run['fingerprint']}`): {run['source']}{imported}")
+    origin = (f"imported from “{ui.md(run['imported_from'])}”" if run["source"] == "imported" else
+              "measured")
+    st.markdown(f"**{ui.md(run['device_class'])}** run `{run['id']}` of **{ui.md(run['job_name'])}** "
+                f"(`{run['model_name']}`, fingerprint `{run['fingerprint']}`): {origin}")
+    missing = set(run["missing"] or [])
+    times = [(name, "not in the source" if key in missing else ui.when(run[key]))
+             for name, key in (("started", "started_at"), ("finished", "finished_at"))]
     key_values([("device", run["device_class"]), ("detected as", run["device_name"]),
                 ("devices used", run["device_count"]), ("dtype", run["dtype"]),
-                ("tensor parallel", run["tensor_parallel"]), ("started", run["started_at"]),
-                ("finished", run["finished_at"]), ("pushed", run["pushed_at"]),
+                ("tensor parallel", run["tensor_parallel"]), *times, ("pushed", ui.when(run["pushed_at"])),
                 ("not in the source", ", ".join(run["missing"] or []) or "nothing")])
 
     st.subheader("Environment")
     env = run["environment"] or {}
     if env:
-        key_values([(k, ", ".join(f"{a}={b}" for a, b in sorted(v.items())) if isinstance(v, dict) else v)
+        names = dict(queries.ENVIRONMENT_KEYS)
+        key_values([(names.get(k) or _format.label(k), None if v is None else _format.field_value(k, v))
                     for k, v in env.items()])
     else:
         st.info("No environment recorded (an imported report does not give one).")
@@ -71,7 +84,8 @@ def detail(run: dict) -> None:
     if run["perf"]:
         fields = [k for k in run["perf"][0] if k not in PERF_HIDDEN]
         ui.table([["field"] + [f"batch {p['batch_size']}" for p in run["perf"]]] +
-                 [[k] + ["missing" if p[k] is None else ui.cell(p[k]) for p in run["perf"]] for k in fields])
+                 [[_format.label(k)] + ["not recorded" if p[k] is None else _format.field_value(k, p[k])
+                                        for p in run["perf"]] for k in fields])
         with st.expander("Raw timing repeats"):
             st.json({f"batch {p['batch_size']}": p["raw"] for p in run["perf"]})
     else:
@@ -80,16 +94,18 @@ def detail(run: dict) -> None:
     st.subheader("Accuracy")
     acc = run["accuracy"]
     if acc:
-        key_values([(k, v) for k, v in acc.items() if k != "run_id"])
+        key_values([(_format.label(k), None if v is None else _format.field_value(k, v))
+                    for k, v in acc.items() if k not in ACCURACY_HIDDEN])
     else:
         st.info("No HumanEval record.")
     if run["problems"]:
         frame = pd.DataFrame(run["problems"]).drop(columns=["id", "run_id"])
+        for timed in ("generation_s", "exec_s"):  # "unknown" where a run did not time it, not an empty "None"
+            frame[timed] = [_format.field_value(timed, v) for v in frame[timed]]
         st.dataframe(frame, hide_index=True, width="stretch", column_config={
             "task_id": "problem", "passed": st.column_config.CheckboxColumn("passed"),
             "generated_tokens": st.column_config.NumberColumn("tokens", format="%d"),
-            "generation_s": st.column_config.NumberColumn("generation", format="%.2f s"),
-            "exec_s": st.column_config.NumberColumn("execution", format="%.3f s"),
+            "generation_s": "generation", "exec_s": "execution",
         })
     elif acc:
         st.caption("No per-problem results stored with this run.")
@@ -107,7 +123,9 @@ with ui.store_errors(url):
         by_id = {r["id"]: r for r in rows}
         run_id = st.selectbox("Run", list(by_id), key="run",
                               format_func=lambda i: f"{i} · {by_id[i]['device_class']} · {by_id[i]['job_name']} · "
-                                                    f"{ui.when(by_id[i]['finished_at'])}")
+                                                    f"{ui.when(by_id[i]['finished_at'])}",
+                              help="The runs listed above, newest first; the list shows the first 8 characters of "
+                                   "each id")
         run = data.run_detail(url, run_id)
         if run is None:
             st.warning(f"Run {run_id} is no longer in the store.")

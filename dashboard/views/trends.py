@@ -1,97 +1,112 @@
-"""Trends: one metric of one job over time, each device's value and the ratio (candidate / baseline), with alert
-markers where regression detection raised one; filters by job, device pair, metric and batch size.
+"""Trends: one metric of one job over time: each device's values (each on its own fitted scale) and the ratio
+(candidate / baseline), with markers where regression detection raised an alert, by state. The metric shown first
+is one with an open alert on this job and pair, if any.
 """
-import altair as alt
-import pandas as pd
 import streamlit as st
 
-from dashboard import _data as data
-from dashboard import _ui as ui
 from core.metrics import HEADLINE, METRICS, titled
 from core.metrics import format_value as fmt
+from dashboard import _charts as charts
+from dashboard import _data as data
+from dashboard import _format
+from dashboard import _ui as ui
 
 st.title("Trends")
 url = data.store_url()
-Y_AXIS_PX = 50  # both charts reserve the same room for their y axis, so their time axes line up
+OPEN = ("active", "suspected")  # the alert states still open, the more serious first
 
 
-def _frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    frame["at"] = pd.to_datetime(frame["at"], utc=True)  # SQLite gives naive UTC, PostgreSQL aware
-    return frame
+def open_alerts(alerts: list[dict], fingerprint: str, candidate: str, baseline: str) -> list[dict]:
+    """The open alerts of this job and pair, the one to show first first: active before suspected, unacknowledged
+    before acknowledged."""
+    mine = [a for a in alerts if a["fingerprint"] == fingerprint and a["state"] in OPEN
+            and {a["candidate_device"], a["baseline_device"]} == {candidate, baseline} and a["metric"] in METRICS]
+    return sorted(mine, key=lambda a: (OPEN.index(a["state"]), a["acknowledged"]))
 
 
-def charts(series: dict, markers: list[dict], metric_label: str, candidate: str, baseline: str) -> None:
-    values = _frame(series["values"])
-    # one time axis for both charts, so a ratio step lines up with the device that moved
-    x = alt.X("at:T", title="finished (UTC)", scale=alt.Scale(domain=[values["at"].min().isoformat(),
-                                                                      values["at"].max().isoformat()]))
-    rule = None
-    if markers:
-        rule = alt.Chart(_frame(markers)).mark_rule(color="#d62728", strokeDash=[4, 3], size=2).encode(
-            x=x, tooltip=["state", "label", "at:T"])
-    per_device = alt.Chart(values).mark_line(point=True).encode(
-        x=x, y=alt.Y("value:Q", title=metric_label, axis=alt.Axis(minExtent=Y_AXIS_PX)),
-        color=alt.Color("device:N", title="device", legend=alt.Legend(orient="top")),
-        tooltip=["device", "at:T", alt.Tooltip("value:Q", format=".4g"), "run_id", "source"])
-    layers = [per_device] + ([rule] if rule is not None else [])
-    st.altair_chart(alt.layer(*layers).properties(height=260, title=f"{metric_label} per device"), width="stretch")
-    if series["ratios"]:
-        ratio = alt.Chart(_frame(series["ratios"])).mark_line(point=True, color="#444").encode(
-            x=x, y=alt.Y("ratio:Q", title=f"{candidate} / {baseline}", scale=alt.Scale(zero=False),
-                         axis=alt.Axis(format=".4", minExtent=Y_AXIS_PX)),
-            tooltip=["at:T", alt.Tooltip("ratio:Q", format=".4f"), "candidate_run", "baseline_run"])
-        layers = [ratio] + ([rule] if rule is not None else [])
-        st.altair_chart(alt.layer(*layers).properties(height=200, title=f"ratio {candidate} / {baseline}"),
-                        width="stretch")
+def pick_metric(alerts: list[dict], column, choice: tuple) -> str:
+    """The metric picker; on a new job or pair it starts at the first open alert's metric (else pass@1)."""
+    names = [m.name for m in HEADLINE]
+    alert, alerted = (alerts[0] if alerts else None), {a["metric"] for a in alerts}
+    if st.session_state.get("metric_for") != choice:  # a new job or pair (not a link naming its metric)
+        st.session_state["metric_for"] = choice
+        st.session_state.pop("metric", None)
+        if alert is not None:
+            st.session_state["keep_metric"] = alert["metric"]
+            st.session_state.pop("batch_size", None)
+    default = st.session_state.get("keep_metric", names[0])
+    with column:
+        metric = st.selectbox("Metric", names, index=names.index(default) if default in names else 0, key="metric",
+                              format_func=lambda m: titled(METRICS[m]) + (" (open alert)" if m in alerted else ""))
+    st.session_state["keep_metric"] = metric
+    return metric
+
+
+def summary(series: dict, candidate: str, baseline: str, kind: str, unit: str) -> None:
+    cols = st.columns(3)
+    ratios = series["ratios"]
+    if not ratios:
+        cols[0].metric(f"latest ratio {candidate} / {baseline}", "n/a")
+        return
+    last = ratios[-1]
+    prev = ratios[-2]["ratio"] if len(ratios) > 1 else None
+    delta = f"{last['ratio'] / prev - 1:+.1%} vs previous" if last["ratio"] is not None and prev else None
+    cols[0].metric(f"latest ratio {candidate} / {baseline}", fmt(last["ratio"], "ratio"), delta=delta)
+    for col, side, device in ((cols[1], "candidate", candidate), (cols[2], "baseline", baseline)):
+        value = last[side]
+        col.metric(f"latest {device}", fmt(value, kind) if kind != "value" else _format.with_unit(value, unit))
+
+
+def points_table(ratios: list[dict], candidate: str, baseline: str, kind: str) -> None:
+    if not ratios:
+        return
+    st.subheader("Ratio points")
+    ui.records([{**r, "ratio": fmt(r["ratio"], "ratio"), "candidate": fmt(r["candidate"], kind),
+                 "baseline": fmt(r["baseline"], kind), "candidate_run": ui.short(r["candidate_run"]),
+                 "baseline_run": ui.short(r["baseline_run"])} for r in reversed(ratios[-50:])], {
+        "at": "when (UTC)", "ratio": "ratio", "candidate": candidate, "baseline": baseline,
+        "candidate_run": f"{candidate} run", "baseline_run": f"{baseline} run"})
+    st.caption("Each point pairs the newest run of each device at that moment; newest first, at most 50. Full run "
+               "ids: hover a chart's point, or the Runs page.")
 
 
 with ui.store_errors(url):
     jobs = ui.require_runs(url)
-    job = ui.pick_job(jobs)
-    row = st.columns(4)
-    candidate, baseline = ui.pick_pair(job, row[:2])
-    with row[2]:
-        metric = st.selectbox("Metric", [m.name for m in HEADLINE], format_func=lambda m: titled(METRICS[m]),
-                              key="metric")
+    row = st.columns([4, 1, 1])
+    job = ui.pick_job(jobs, row[0])
+    candidate, baseline = ui.pick_pair(job, row[1:])
+    alerts = open_alerts(data.alerts(url), job["fingerprint"], candidate, baseline)
+    row = st.columns([2, 1, 3])
+    metric = pick_metric(alerts, row[0], (job["fingerprint"], candidate, baseline))
+    alert = next((a for a in alerts if a["metric"] == metric), None)  # this metric's, for its batch size below
     batch_size = None
     if METRICS[metric].source == "perf":
         sizes = data.batch_sizes(url, job["fingerprint"])
-        with row[3]:
-            batch_size = st.selectbox("Batch size", sizes, key="batch_size") if sizes else None
+        wanted = alert["batch_size"] if alert is not None else None
+        with row[1]:
+            batch_size = st.selectbox("Batch size", sizes, key="batch_size",
+                                      index=sizes.index(wanted) if wanted in sizes else 0) if sizes else None
     ui.check_pair(url, job, candidate, baseline)
     series = data.trend(url, job["fingerprint"], candidate, baseline, metric, batch_size)
     markers = data.alert_markers(url, job["fingerprint"], metric, candidate, baseline, batch_size)
-    label = titled(METRICS[metric])
+    label, kind, unit = titled(METRICS[metric]), METRICS[metric].kind, METRICS[metric].unit
     if not series["values"]:
-        st.info(f"No run of this job on {candidate} or {baseline} recorded {label}"
+        st.info(f"No run of this job on {ui.md(candidate)} or {ui.md(baseline)} recorded {ui.md(label)}"
                 f"{'' if batch_size is None else f' at batch size {batch_size}'}.")
         st.stop()
-
-    kind = METRICS[metric].kind
-    cols = st.columns(3)
-    ratios = series["ratios"]
-    if ratios:
-        last = ratios[-1]
-        prev = ratios[-2]["ratio"] if len(ratios) > 1 else None
-        delta = (f"{last['ratio'] / prev - 1:+.1%} vs previous" if last["ratio"] is not None and prev else None)
-        cols[0].metric(f"latest ratio {candidate} / {baseline}", fmt(last["ratio"], "ratio"), delta=delta)
-        cols[1].metric(f"latest {candidate}", fmt(last["candidate"], kind))
-        cols[2].metric(f"latest {baseline}", fmt(last["baseline"], kind))
-    else:
-        cols[0].metric(f"latest ratio {candidate} / {baseline}", "n/a")
-    charts(series, markers, label, candidate, baseline)
+    alert = next((a for a in alerts if a["metric"] == metric and a["batch_size"] == batch_size), None)
+    if alert is not None:
+        st.warning(f"Open alert ({alert['state']}{', acknowledged' if alert['acknowledged'] else ''}) on this series: "
+                   f"{ui.md(alert['reason'] or alert['state'])}. Details on the Alerts page.",
+                   icon=":material/notifications_active:")
+    summary(series, candidate, baseline, kind, unit)
+    charts.trend(series, markers, label, candidate, baseline)
     if markers:
-        st.caption(f"{len(markers)} alert(s) on this series: dashed red lines; details on the Alerts page.")
+        st.caption(f"{len(markers)} alert(s) on this series: vertical lines where each opened, by state; details on "
+                   "the Alerts page.")
     else:
         st.caption("No alerts on this series.")
-
-    st.subheader("Ratio points")
-    if ratios:
-        ui.records([{**r, "ratio": fmt(r["ratio"], "ratio"), "candidate": fmt(r["candidate"], kind),
-                     "baseline": fmt(r["baseline"], kind)} for r in reversed(ratios[-50:])], {
-            "at": "when (UTC)", "ratio": "ratio", "candidate": candidate, "baseline": baseline,
-            "candidate_run": f"{candidate} run", "baseline_run": f"{baseline} run"})
-        st.caption("Each point pairs the newest run of each device at that moment; newest first, at most 50.")
-    else:
-        st.info(f"No ratio yet: the job needs a run on both {candidate} and {baseline} with {label}.")
+    if not series["ratios"]:
+        st.info(f"No ratio yet: the job needs a run on both {ui.md(candidate)} and {ui.md(baseline)} with "
+                f"{ui.md(label)}.")
+    points_table(series["ratios"], candidate, baseline, kind)
