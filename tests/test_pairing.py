@@ -9,6 +9,7 @@ import uuid
 from sqlalchemy import select
 
 from db import compare, pairing, store, trends
+from db.alerts.series import SeriesKey, series_points
 from db.engine import open_store, session_scope
 from db.models import Run
 
@@ -33,11 +34,14 @@ def test_tied_finish_times_pair_the_same_run_everywhere(store_url, reference_doc
         table = compare.build(s, cand_doc["job"]["fingerprint"], "910B3", "A100")
         series = trends.pair_trends(s, "910B3", "A100")
         runs = list(s.scalars(select(Run)))
+        key = SeriesKey(cand_doc["job"]["fingerprint"], "decode_tokens_per_s", "910B3", "A100", 1)
+        points = series_points(runs, key, {})
     assert table.candidate_run.id == second
     assert table.speed[0]["decode_tokens_per_s"]["candidate"] == 9.0
     decode = next(ser for key, ser in series.items() if key.metric == "decode_tokens_per_s")
     assert decode.candidate_run[-1] == second and decode.candidate[-1] == 9.0
     assert [c for _a, c, _b in pairing.paired(runs, "910B3", "A100")][-1].id == second
+    assert points[-1].candidate_run == second and points[-1].candidate == 9.0  # the alert series agrees
     assert first != second
 
 
