@@ -14,6 +14,7 @@ import streamlit as st
 from db import overview as overview_module
 from db import queries
 from db import report as report_module
+from db.alerts import listing
 from db.engine import display_url, open_store, resolve_url, session_scope
 
 TTL_S = 30  # a new push shows up within this many seconds without pressing Refresh
@@ -69,7 +70,7 @@ def trend(url: str, fingerprint: str, candidate: str, baseline: str, metric: str
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def alert_markers(url: str, fingerprint: str, metric: str, candidate: str, baseline: str,
                   batch_size: int | None) -> list[dict]:
-    return _read(url, queries.alert_markers, fingerprint, metric, candidate, baseline, batch_size)
+    return _read(url, listing.alert_markers, fingerprint, metric, candidate, baseline, batch_size)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
@@ -100,7 +101,7 @@ def run_detail(url: str, run_id: str) -> dict | None:
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)
 def alerts(url: str) -> list[dict] | None:
-    return _read(url, queries.alerts)
+    return _read(url, listing.alerts)
 
 
 @st.cache_data(ttl=TTL_S, show_spinner=False)

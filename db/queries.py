@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from core.metrics import METRICS, SPEED, titled
 from core.rules import pass_fractions
 from db import compare, pairing, stats, tables, trends
-from db.alerts.listing import alert_markers, alerts  # noqa: F401  (moved there; callers not yet switched use these)
 from db.models import AccuracyRecord, JobDevice, PerfRecord, ProblemResult, Run
 
 # Environment fields whose change can move a ratio: always shown, "not recorded"

@@ -8,6 +8,7 @@ from scipy.stats import binomtest
 
 from core.rules import mcnemar_p
 from db import queries, stats
+from db.alerts import listing
 from db.engine import open_store, session_scope
 from tests.test_dashboard import MEASURED_FP, REFERENCE_FP, seed
 
@@ -75,4 +76,4 @@ def test_queries_on_a_seeded_store(tmp_path, reference_docs):
         diff = queries.problem_diff(s, docs[4]["run_id"], docs[3]["run_id"])
         assert [e["task_id"] for e in diff][:3] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
         assert (diff[4]["candidate_pass"], diff[4]["baseline_pass"]) == (1.0, 0.0)
-        assert queries.alerts(s) == [] and queries.alert_markers(s, MEASURED_FP, "pass_at_1", "910B3", "A100") == []
+        assert listing.alerts(s) == [] and listing.alert_markers(s, MEASURED_FP, "pass_at_1", "910B3", "A100") == []

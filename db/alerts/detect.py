@@ -211,7 +211,8 @@ class _Reference:
             self.centre = statistics.median(logs)
             clip = CLIP * MAD_TO_SD * statistics.median([abs(v - self.centre) for v in logs])
             clipped = [min(max(v, self.centre - clip), self.centre + clip) for v in logs]
-            self.spread = max(statistics.stdev(clipped), rule.mad_floor)
+            mean = math.fsum(clipped) / self.n  # floats: statistics.stdev's exact fractions cost more than the rest
+            self.spread = max(math.sqrt(math.fsum((v - mean) ** 2 for v in clipped) / (self.n - 1)), rule.mad_floor)
 
     def limit(self, m: int | None = None) -> float:
         """Bad-direction distance that one run (m=None) or the mean of m later runs must pass."""

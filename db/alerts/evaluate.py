@@ -61,11 +61,8 @@ def _upsert(session: Session, key: SeriesKey, job_name: str, episode: Episode, n
     return None
 
 
-def evaluate(session: Session, config: AlertConfig, fingerprints: list[str] | None = None,
-             pairs: tuple[tuple[str, str], ...] = (DEFAULT_PAIR,)) -> list[Change]:
-    """Re-judge every series of the given fingerprints (all when None); returns the alerts whose state changed."""
-    now = dt.datetime.now(dt.timezone.utc)
-    devices = sorted({d for pair in pairs for d in pair})
+def runs_by_job(session: Session, devices: list[str], fingerprints: list[str] | None = None) -> dict[str, list[Run]]:
+    """The runs of these devices, with every record a series reads, by fingerprint (of the given ones; all if None)."""
     stmt = (select(Run).where(Run.device_class.in_(devices))
             .options(selectinload(Run.perf), selectinload(Run.accuracy), selectinload(Run.problems)))
     if fingerprints is not None:
@@ -73,7 +70,20 @@ def evaluate(session: Session, config: AlertConfig, fingerprints: list[str] | No
     by_fp: dict[str, list[Run]] = {}
     for run in session.scalars(stmt):
         by_fp.setdefault(run.fingerprint, []).append(run)
-    notes = {a.run_id: a.note for a in session.scalars(select(Annotation).order_by(Annotation.created_at))}
+    return by_fp
+
+
+def annotations(session: Session) -> dict[str, str]:
+    """run id -> the note annotated at it (the latest, when a run was annotated twice)."""
+    return {a.run_id: a.note for a in session.scalars(select(Annotation).order_by(Annotation.created_at))}
+
+
+def evaluate(session: Session, config: AlertConfig, fingerprints: list[str] | None = None,
+             pairs: tuple[tuple[str, str], ...] = (DEFAULT_PAIR,)) -> list[Change]:
+    """Re-judge every series of the given fingerprints (all when None); returns the alerts whose state changed."""
+    now = dt.datetime.now(dt.timezone.utc)
+    by_fp = runs_by_job(session, sorted({d for pair in pairs for d in pair}), fingerprints)
+    notes = annotations(session)
     changes = []
     for fp, runs in by_fp.items():
         job_name = max(runs, key=order_key).job_name  # the name of its latest run
