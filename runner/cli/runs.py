@@ -9,6 +9,7 @@ import typer
 
 from core.errors import UserError
 from core.rules import DEFAULT_BASELINE, DEFAULT_CANDIDATE
+from runner.cli.alerts import after_push as _alerts_after_push
 from runner.cli.common import DbOpt, FormatOpt, check_format, err, out, print_wide, user_errors
 from runner.cli.nodes import MasterAddrOpt, MasterPortOpt
 
@@ -27,14 +28,6 @@ def print_comparison(engine, fingerprint: str | None, candidate: str, baseline: 
         raise UserError(f"{e}: pass --job FILE or --fingerprint F (see `runner runs`), or submit a run on the "
                         "missing device") from None
     out.print(text, markup=False, highlight=False, end="")
-
-
-def _alerts_after_push(engine, fingerprints: list[str]) -> None:
-    """Judge the series the new runs belong to; a state change is printed (and sent to the webhook if set)."""
-    from runner import alerting
-
-    for change in alerting.evaluate_and_deliver(engine, fingerprints):
-        err.print(alerting.describe(change), highlight=False)
 
 
 @app.command()
