@@ -122,15 +122,23 @@ def resolve(model: ModelSpec, path_override: str | None = None) -> Path:
             return _publish(lambda d: convert_gguf(demo_gguf(), d), cache_dir() / f"{DEMO}-q4_1")
         if model.name == SMOKE:
             return _publish(build_tiny_llama, cache_dir() / f"{SMOKE}-v1")
-        raise UserError(f"model '{model.name}' is not a known alias ({', '.join(ALIASES)}): "
-                        "set model.path in the job file or pass --model-path DIR")
+        raise _no_weights(model)
     p = Path(path).expanduser()
     if p.is_file() and p.suffix == ".gguf":
         key = hashlib.sha256(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}".encode()).hexdigest()[:12]
         return _publish(lambda d: convert_gguf(p, d), cache_dir() / f"gguf-{p.stem}-{key}")
     if not (p / "config.json").is_file():
-        raise UserError(f"model path {p} is neither an HF model directory (no config.json) nor a .gguf file")
+        raise _not_a_model(p)
     return p
+
+
+def _no_weights(model: ModelSpec) -> UserError:
+    return UserError(f"model '{model.name}' is not a known alias ({', '.join(ALIASES)}): "
+                     "set model.path in the job file or pass --model-path DIR")
+
+
+def _not_a_model(path: Path) -> UserError:
+    return UserError(f"model path {path} is neither an HF model directory (no config.json) nor a .gguf file")
 
 
 def model_config(model_dir: Path):
@@ -150,22 +158,24 @@ def local_dir(model: ModelSpec, path_override: str | None = None) -> Path | None
 
 
 def config_for(model: ModelSpec, path_override: str | None = None):
-    """The model's architecture without its weights: config.json where the model is local, else the known one."""
+    """The model's architecture without its weights: config.json where the model is local, the known one for a
+    model the jobs name (so a host without the weights can still be sized), else the error `resolve` would give."""
     directory = local_dir(model, path_override)
     if directory is not None:
         return model_config(directory)
     path = path_override or model.path
-    if path is not None and Path(path).expanduser().suffix == ".gguf" and Path(path).expanduser().is_file():
-        from transformers import AutoConfig
-
-        p = Path(path).expanduser()
-        return AutoConfig.from_pretrained(p.parent, gguf_file=p.name)
-    if model.name in KNOWN_CONFIGS:
+    if path is None:
+        if model.name not in KNOWN_CONFIGS:
+            raise _no_weights(model)
         from transformers import LlamaConfig
 
         return LlamaConfig(**KNOWN_CONFIGS[model.name])
-    where = f"{path} is not an HF model directory or .gguf file" if path else "the job gives no model.path"
-    raise UserError(f"cannot size model '{model.name}': {where}; pass --model-path DIR")
+    p = Path(path).expanduser()
+    if not (p.is_file() and p.suffix == ".gguf"):
+        raise _not_a_model(p)
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(p.parent, gguf_file=p.name)
 
 
 def sharding_kwargs(world: int) -> dict:

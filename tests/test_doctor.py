@@ -102,7 +102,7 @@ def test_fit_on_accelerators_needs_each_device_in_use_to_have_room():
 
 
 def test_a_model_without_config_or_path_cannot_be_sized():
-    with pytest.raises(UserError, match="cannot size model 'org/unknown'.*--model-path"):
+    with pytest.raises(UserError, match="model .org/unknown. is not a known alias.*--model-path DIR"):
         models.config_for(ModelSpec(name="org/unknown"))
 
 
