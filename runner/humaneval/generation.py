@@ -135,6 +135,8 @@ def generate(model, tokenizer, prompts: list[str], spec: HumanEvalSpec, torch_de
     """
     import torch
 
+    from runner.models import inference
+
     batch_size = batch_size or spec.batch_size
     generator = torch.Generator().manual_seed(seed)
     # the chat template already holds its special tokens; a plain prompt gets the tokenizer's usual BOS
@@ -147,7 +149,7 @@ def generate(model, tokenizer, prompts: list[str], spec: HumanEvalSpec, torch_de
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True,
                         add_special_tokens=special).to(torch_device)
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        with inference(model):  # no_grad under tensor parallel (runner.models.inference says why)
             new = decode_batch(model, tokenizer, enc, spec, generator)
         elapsed = time.perf_counter() - t0
         for i, ids in zip(idx, new):
