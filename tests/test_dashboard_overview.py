@@ -13,7 +13,7 @@ import uuid
 from streamlit.testing.v1 import AppTest
 
 from db import store
-from db.engine import open_store, session_scope
+from db.engine import session_scope
 from db.models import Alert
 from tests.test_dashboard import (APP, COMPARE, MEASURED_FP, REFERENCE_FP, T0, app, measured_doc, table_rows,
                                   texts)
