@@ -29,7 +29,7 @@ def chart(p: dict) -> alt.LayerChart:
             for r in p["layers"] if r["rel_error"] is not None]
     frame = pd.DataFrame(rows)
     x = alt.X("layer:N", sort=[r["layer"] for r in rows], title="layer (depth order)", axis=alt.Axis(labelAngle=-60))
-    y = alt.Y("error:Q", scale=alt.Scale(type="log"), title="relative error (estimated)")
+    y = alt.Y("error:Q", scale=alt.Scale(type="log"), title="relative error (estimated)", axis=alt.Axis(format=".0e"))
     tooltip = [alt.Tooltip("layer:N"), alt.Tooltip("exact:N", title="relative error"), alt.Tooltip("cosine:N")]
     line = alt.Chart(frame).mark_line(point=True).encode(x=x, y=y, tooltip=tooltip)
     first = alt.Chart(frame[frame["first"]]).mark_point(size=160, color="#ff4b4b", filled=True).encode(
@@ -67,6 +67,8 @@ def section(url: str, view: dict) -> None:
         st.warning(f"NaN or Inf in the output of {', '.join(nonfinite)} (not drawn).")
     if len(nonfinite) < len(p["layers"]):
         st.altair_chart(chart(p), width="stretch")
+        if any(r["rel_error"] == 0 for r in p["layers"]):
+            st.caption(f"Layers with identical outputs (error 0) are drawn at {FLOOR:g}, the log axis having no 0.")
     lg = p["logits"]
     if lg and lg["positions"]:
         st.markdown(f"Logits over {lg['positions']} prompt positions: top-1 agreement **{lg['top1_agreement']:.2%}**, "
