@@ -105,7 +105,6 @@ class Verdict:
     moved: str | None  # episode runs: "candidate fell" or "baseline rose"
     p_value: float | None  # pass@1: one-sided exact McNemar p of this run against the other device's latest
     reason: str
-    runs: int = 1  # episode runs: the device's runs in the episode so far, this one included
 
     @property
     def side(self) -> Side:
@@ -311,9 +310,8 @@ def evaluate_series(points: Iterable[Point], rule: MetricRule) -> SeriesResult:
                    f"(limit {rule.limit_pct(limit):+.1f}%{', static guard' if ref.spread is None else ''}"
                    f"{'' if p_value is None else f', McNemar p={p_value:.2g}'})")
 
-        def verdict(state: State, why: str, moved: str | None = None, runs: int = 1) -> Verdict:
-            return Verdict(p, state, ratio, usual, 100 * math.expm1(d), rule.limit_pct(limit), moved, p_value, why,
-                           runs)
+        def verdict(state: State, why: str, moved: str | None = None) -> Verdict:
+            return Verdict(p, state, ratio, usual, 100 * math.expm1(d), rule.limit_pct(limit), moved, p_value, why)
 
         if dev.episode:
             was_active = verdicts[dev.episode[-1]].state == "active"
@@ -323,9 +321,8 @@ def evaluate_series(points: Iterable[Point], rule: MetricRule) -> SeriesResult:
             held = bad > HOLD * limit and (was_active or bad >= rule.badness(so_far) / 2)
             if held:
                 dev.episode.append(i)
-                n = len(dev.episode)
                 if was_active:
-                    verdicts.append(verdict("active", f"{summary}: still active", rule.moved(p.arrived), n))
+                    verdicts.append(verdict("active", f"{summary}: still active", rule.moved(p.arrived)))
                     continue
                 later = dev.episode[1:]  # new evidence only: the suspected run never confirms itself
                 mean = _mean([changes[j] for j in later])
@@ -335,7 +332,7 @@ def evaluate_series(points: Iterable[Point], rule: MetricRule) -> SeriesResult:
                 why = (f"{summary}; the {len(later)} {p.arrived} run(s) after the suspected one average "
                        f"{_pct(mean)} (limit {rule.limit_pct(limit_m):+.1f}% for {len(later)} run(s)): "
                        + ("active" if state == "active" else "not confirmed yet"))
-                verdicts.append(verdict(state, why, rule.moved(p.arrived), n))
+                verdicts.append(verdict(state, why, rule.moved(p.arrived)))
                 continue
             back = (f"{what} went back: {_pct(d)} (staying needs {rule.limit_pct(HOLD * limit):+.1f}%"
                     f"{'' if was_active else f' and {_pct(so_far / 2)}, half the episode mean'})")
