@@ -217,11 +217,18 @@ def _other_device(doc: dict, device: str, scale_from: int | None = None) -> dict
     return rundoc.validate(other)
 
 
-def test_run_document_store_and_reports(tmp_path):
-    out = tmp_path / "smoke.json"
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """The smoke job's run document, as `runner submit --out` writes it."""
+    out = tmp_path_factory.mktemp("smoke") / "smoke.json"
     result = runner.invoke(app, ["submit", "--device", "cpu", "--job", str(REPO / "jobs" / "smoke.toml"),
-                                 "--out", str(out)])
+                                 "--out", str(out)], env={"DEVCOMPARE_DB_URL": f"sqlite:///{out.parent / 'x.db'}"})
     assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_document_store_and_reports(tmp_path, smoke_run):
+    out = smoke_run
     doc = rundoc.read(out)
     assert doc["format"] == rundoc.FORMAT == "devcompare.run/2"
     assert [layer["name"] for layer in doc["precision"]["layers"]] == ["layers.0", "layers.1", "norm", "logits"]
@@ -262,3 +269,23 @@ def test_run_document_store_and_reports(tmp_path):
                           (["nosuchrun", str(out)], "no run in the store has that id")]:
         bad = runner.invoke(app, ["precision", "compare", *args, "--db", db])
         assert bad.exit_code == 2 and message in bad.output and bad.output.count("\n") == 1, bad.output
+
+
+def test_dashboard_compare_page_plots_the_pair(tmp_path, smoke_run):
+    from streamlit.testing.v1 import AppTest
+
+    doc = rundoc.read(smoke_run)
+    engine = open_store(None)  # the test's own store (conftest), which the dashboard reads too
+    store.push(engine, _other_device(doc, "910B3", scale_from=2))
+    store.push(engine, _other_device(doc, "A100"))
+    at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=60).run()
+    at.switch_page("views/compare.py").run()
+    at.selectbox(key="job").set_value(doc["job"]["fingerprint"]).run()
+    assert not at.exception
+    assert "Per-layer precision" in [h.value for h in at.subheader]
+    shown = "\n".join(m.value for m in at.markdown)
+    assert "estimated from the runs' sketches: first layer at or over 0.01: **norm**" in shown
+    assert "top-1 agreement **100.00%**" in shown
+    assert at.get("vega_lite_chart")  # the error-against-depth plot
+    at.select_slider(key="precision_threshold").set_value(0.1).run()
+    assert "no layer reaches 0.1" in "\n".join(m.value for m in at.markdown)
