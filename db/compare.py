@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
 from core import precision
 from core.errors import UserError
 from core.metrics import ACCURACY_ROWS, SPEED, ratio
 from db.models import JobDevice, PrecisionRecord, Run
-from db.pairing import latest_run
+from db.pairing import ORDER_BY
 
 
 @dataclass
@@ -78,6 +78,15 @@ def latest_shared_fingerprint(session: Session, candidate: str, baseline: str) -
     return session.scalars(stmt).first()
 
 
+def _latest_runs(session: Session, fingerprint: str, devices: tuple[str, str]) -> dict[str, Run]:
+    """device -> its latest run in pairing order, with perf and accuracy records: two statements for both devices
+    (each a round trip on PostgreSQL)."""
+    newest = [select(Run.id).where(Run.fingerprint == fingerprint, Run.device_class == device)
+              .order_by(*(c.desc() for c in ORDER_BY)).limit(1).scalar_subquery() for device in devices]
+    stmt = select(Run).where(Run.id.in_(newest)).options(selectinload(Run.perf), joinedload(Run.accuracy))
+    return {run.device_class: run for run in session.scalars(stmt)}
+
+
 def build(session: Session, fingerprint: str | None, candidate: str, baseline: str) -> Comparison:
     if candidate == baseline:
         raise UserError(f"candidate and baseline are both {candidate}: pick two different device classes")
@@ -85,7 +94,8 @@ def build(session: Session, fingerprint: str | None, candidate: str, baseline: s
         fingerprint = latest_shared_fingerprint(session, candidate, baseline)
         if fingerprint is None:
             raise NoSharedJob(f"no job has runs on both {candidate} and {baseline}")
-    cand, base = latest_run(session, fingerprint, candidate), latest_run(session, fingerprint, baseline)
+    latest = _latest_runs(session, fingerprint, (candidate, baseline))
+    cand, base = latest.get(candidate), latest.get(baseline)
     if cand is None and base is None:
         raise UserError(f"no runs for fingerprint {fingerprint} on {candidate} or {baseline}")
     cmp = Comparison(fingerprint, (cand or base).job_name, candidate, baseline, cand, base)

@@ -21,7 +21,7 @@ import datetime as dt
 import itertools
 from dataclasses import dataclass, field
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select, union_all
 from sqlalchemy.orm import Session
 
 from core.metrics import HEADLINE, SPEED, ratio
@@ -32,6 +32,7 @@ from db.pairing import paired
 SPARK = RECENT - 1  # ratio points per sparkline
 ACCURACY = tuple(m for m in HEADLINE if m.source == "humaneval")
 OPEN_STATES = ("suspected", "active")  # alert states still open (db.models.Alert.state)
+RANGES_PER_STATEMENT = 400  # SQLite takes at most 500 SELECTs in one compound statement
 
 
 @dataclass
@@ -51,25 +52,25 @@ class _Run:
 def _recent_runs(session: Session, devices: list[JobDevice]) -> dict[str, list[_Run]]:
     """fingerprint -> the recent runs of each of its devices, with their perf and accuracy values.
 
-    One statement per job and device, each an index range: joined with job_devices in one statement, a planner
-    without statistics (SQLite) walks every run instead."""
+    One index range per job and device, all in one statement (UNION ALL): a join with job_devices would leave the
+    order to the planner, and one without statistics (SQLite) walks every run; a statement per range costs a round
+    trip each (PostgreSQL)."""
     runs, perf, acc = (m.__table__ for m in (Run, PerfRecord, AccuracyRecord))
-    stmt = (select(runs.c.id, runs.c.device_class, runs.c.finished_at, runs.c.pushed_at, runs.c.source,
-                   acc.c.problems, *(acc.c[m.name] for m in ACCURACY), perf.c.batch_size, perf.c.cpu_contention,
-                   *(perf.c[m.name] for m in SPEED))
-            .select_from(runs.outerjoin(acc, acc.c.run_id == runs.c.id).outerjoin(perf, perf.c.run_id == runs.c.id))
-            .where(runs.c.fingerprint == bindparam("fp"), runs.c.device_class == bindparam("device"),
-                   runs.c.finished_at >= bindparam("since")))
+    columns = (runs.c.fingerprint, runs.c.id, runs.c.device_class, runs.c.finished_at, runs.c.pushed_at,
+               runs.c.source, acc.c.problems, *(acc.c[m.name] for m in ACCURACY), perf.c.batch_size,
+               perf.c.cpu_contention, *(perf.c[m.name] for m in SPEED))
+    joined = runs.outerjoin(acc, acc.c.run_id == runs.c.id).outerjoin(perf, perf.c.run_id == runs.c.id)
     accuracy_keys = [(m.name, None) for m in ACCURACY]
     out: dict[str, dict[str, _Run]] = {}
-    for jd in devices:
-        mine = out.setdefault(jd.fingerprint, {})
-        params = {"fp": jd.fingerprint, "device": jd.device_class, "since": jd.recent_since}
-        for row in session.execute(stmt, params):
-            run_id, rest = row[0], row[6:]  # by position: a row per run and batch size, thousands of them
-            run = mine.get(run_id)
+    for start in range(0, len(devices), RANGES_PER_STATEMENT):
+        stmt = union_all(*(select(*columns).select_from(joined).where(
+            runs.c.fingerprint == jd.fingerprint, runs.c.device_class == jd.device_class,
+            runs.c.finished_at >= jd.recent_since) for jd in devices[start:start + RANGES_PER_STATEMENT]))
+        for row in session.execute(stmt):
+            fp, run_id, rest = row[0], row[1], row[7:]  # by position: a row per run and batch size, thousands
+            run = out.setdefault(fp, {}).get(run_id)
             if run is None:
-                run = mine[run_id] = _Run(*row[:6])
+                run = out[fp][run_id] = _Run(*row[1:7])
                 run.values.update((k, v) for k, v in zip(accuracy_keys, rest) if v is not None)
             batch_size, contention, *speed = rest[len(ACCURACY):]
             if batch_size is not None:

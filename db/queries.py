@@ -160,19 +160,9 @@ def trend(session: Session, fingerprint: str, candidate: str, baseline: str, met
         raise ValueError(f"unknown trend metric {metric!r} ({', '.join(trends.METRICS)})")
     if METRICS[metric].source == "humaneval":
         batch_size = None  # HumanEval's batch is part of the job, not a series of its own
-        stmt = select(Run.id, Run.device_class, Run.finished_at, Run.source, getattr(AccuracyRecord, metric)).join(
-            AccuracyRecord)
-    else:
-        stmt = (select(Run.id, Run.device_class, Run.finished_at, Run.source, getattr(PerfRecord, metric))
-                .join(PerfRecord).where(PerfRecord.batch_size == batch_size))
-    stmt = (stmt.where(Run.fingerprint == fingerprint, Run.device_class.in_([candidate, baseline]))
-            .order_by(*pairing.ORDER_BY))
-    values = [{"run_id": run_id, "device": device, "at": at, "value": value, "source": source}
-              for run_id, device, at, source, value in session.execute(stmt) if value is not None]
-    points = trends.pair_trends(session, candidate, baseline, fingerprint, (metric,), batch_size)
+    values, points = trends.job_trend(session, fingerprint, candidate, baseline, metric, batch_size)
     ratios = [{"at": p.at, "ratio": p.ratio, "candidate": p.candidate, "baseline": p.baseline,
-               "candidate_run": p.candidate_run, "baseline_run": p.baseline_run}
-              for p in points.get(trends.TrendKey(fingerprint, metric, batch_size), [])]
+               "candidate_run": p.candidate_run, "baseline_run": p.baseline_run} for p in points]
     return {"values": values, "ratios": ratios}
 
 

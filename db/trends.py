@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from core.errors import UserError
 from core.metrics import HEADLINE, ratio
 from db.models import AccuracyRecord, PerfRecord, Run, utc
-from db.pairing import paired
+from db.pairing import order_key, paired
 
 METRICS = tuple(m.name for m in HEADLINE)  # higher-is-better: ratio = candidate / baseline reads the same way
 
@@ -69,10 +69,9 @@ class TrendPoint(NamedTuple):
     ratio: float | None
 
 
-def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: str | None = None,
-                metrics: tuple[str, ...] = METRICS, batch_size: int | None = None) -> dict[TrendKey, Series]:
-    """Every series of the device pair (or of one fingerprint; speed at every batch size, or at `batch_size`),
-    points oldest first, keys sorted."""
+def _read(session: Session, candidate: str, baseline: str, fingerprint: str | None, metrics: tuple[str, ...],
+          batch_size: int | None) -> tuple[list, dict[str, dict[tuple[str, int | None], float]]]:
+    """(the pair's runs ordered by fingerprint, run id -> {(metric, batch size or None): value})."""
     if candidate == baseline:
         raise UserError(f"candidate and baseline are both {candidate}: pick two different device classes")
     unknown = set(metrics) - set(METRICS)
@@ -82,11 +81,11 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
     where = [runs.c.device_class.in_((candidate, baseline))]
     if fingerprint is not None:
         where.append(runs.c.fingerprint == fingerprint)
-    # Core rows (not ORM objects) from two narrow queries: at 10,000 runs about 30,000 small rows, no JSON column.
-    # Keys are shared tuples and points are stored column-wise, so few objects outlive the call (the garbage
-    # collector's passes over 50,000 point tuples cost as much as the queries).
+    # Core rows (not ORM objects) from two narrow queries, no JSON column. Keys are shared tuples and points are
+    # stored column-wise, so few objects outlive the call: the garbage collector's passes over a pair's history of
+    # point tuples would cost as much as the queries.
     conn = session.connection()
-    values: dict[str, dict[tuple[str, int | None], float]] = {}  # run id -> {(metric, batch size): value}
+    values: dict[str, dict[tuple[str, int | None], float]] = {}
     speed = [m.name for m in HEADLINE if m.source == "perf" and m.name in metrics]
     if speed:
         stmt = (select(perf.c.run_id, perf.c.batch_size, *(perf.c[m] for m in speed))
@@ -102,7 +101,7 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
     accuracy = [m.name for m in HEADLINE if m.source == "humaneval" and m.name in metrics]
     ordered = conn.execute(
         select(runs.c.id, runs.c.fingerprint, runs.c.device_class, runs.c.finished_at, runs.c.pushed_at,
-               *(acc.c[m] for m in accuracy))
+               runs.c.source, *(acc.c[m] for m in accuracy))
         .outerjoin_from(runs, acc, acc.c.run_id == runs.c.id).where(*where)
         .order_by(runs.c.fingerprint)).all()
     for row in ordered:
@@ -110,7 +109,10 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
         for m in accuracy:
             if row._mapping[m] is not None:
                 got[(m, None)] = row._mapping[m]
+    return ordered, values
 
+
+def _series(ordered: list, values: dict, candidate: str, baseline: str) -> dict[TrendKey, Series]:
     out: dict[TrendKey, Series] = {}
     for fp, fp_runs in groupby(ordered, key=itemgetter(1)):
         series: dict[tuple[str, int | None], Series] = {}
@@ -134,3 +136,22 @@ def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: st
         for (metric, bs), ser in series.items():
             out[TrendKey(fp, metric, bs)] = ser
     return dict(sorted(out.items(), key=lambda kv: (kv[0].fingerprint, kv[0].metric, kv[0].batch_size or 0)))
+
+
+def pair_trends(session: Session, candidate: str, baseline: str, fingerprint: str | None = None,
+                metrics: tuple[str, ...] = METRICS, batch_size: int | None = None) -> dict[TrendKey, Series]:
+    """Every series of the device pair (or of one fingerprint; speed at every batch size, or at `batch_size`),
+    points oldest first, keys sorted."""
+    return _series(*_read(session, candidate, baseline, fingerprint, metrics, batch_size), candidate, baseline)
+
+
+def job_trend(session: Session, fingerprint: str, candidate: str, baseline: str, metric: str,
+              batch_size: int | None) -> tuple[list[dict], Series]:
+    """One chart's data from one read: every run of either device with its value (pairing order; runs without the
+    metric left out) as {run_id, device, at, value, source}, and the ratio series (batch_size None for HumanEval)."""
+    ordered, values = _read(session, candidate, baseline, fingerprint, (metric,), batch_size)
+    key = (metric, batch_size)
+    runs = [{"run_id": r.id, "device": r.device_class, "at": r.finished_at, "value": values[r.id][key],
+             "source": r.source} for r in sorted(ordered, key=order_key) if key in values[r.id]]
+    series = _series(ordered, values, candidate, baseline).get(TrendKey(fingerprint, metric, batch_size), Series())
+    return runs, series
