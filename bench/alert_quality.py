@@ -207,6 +207,7 @@ def change_trial(args) -> list[dict]:
                           and e.confirmed_by.run in moving), None)
         out.append({"scenario": sc.name, "noise": noise, "moved": confirmed.moved if confirmed else None,
                     "active_at": moving.index(confirmed.confirmed_by.run) + 1 if confirmed else None,
+                    "own": any(e.confirmed_by is not None for e in episodes),  # opened by a changed run
                     "outlier": any(e.state == "outlier" for e in episodes)})
     path.unlink()
     return out
@@ -259,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
         return {"within2": sum(a <= 2 for a in at) / len(mine), "within4": sum(a <= 4 for a in at) / len(mine),
                 "within15": sum(a <= 15 for a in at) / len(mine), "active": len(at) / len(mine),
                 "median": statistics.median(at) if at else None, "outlier": sum(r["outlier"] for r in mine) / len(mine),
-                "named": sum(r["moved"] == MOVED[side] for r in mine) / max(len(at), 1)}
+                "own": sum(r["own"] for r in mine) / len(mine),
+                "named": sum(r["moved"] == MOVED[side] for r in mine) / len(at) if at else None}
 
     cells = {(s.name, n): cell(s.name, n) for s in SCENARIOS for n in NOISES}
     head = "| noise (each device) | " + " | ".join(pct(n) for n in NOISES) + " |\n|---|" + "---|" * len(NOISES)
@@ -275,9 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         return "-" if c["median"] is None else f"{c['median']:g}"
 
     cand15 = cells["910B3 falls 15%", 0.02]["within2"]
-    lone = max(cells["lone dip: one 910B3 run -15%", n]["active"] for n in NOISES)
+    lone = max(cells["lone dip: one 910B3 run -15%", n]["own"] for n in NOISES)
+    lone_any = max(cells["lone dip: one 910B3 run -15%", n]["active"] for n in NOISES)
     rose = min(cells[name, n]["named"] for name in ("A100 rises, ratio -10%", "A100 rises, ratio -15%")
-               for n in NOISES)
+               for n in NOISES if cells[name, n]["named"] is not None)
     drift = cells["slow drift: 910B3 -1% per run", 0.02]["within15"]
     ok = worst_false <= 1.0 and cand15 >= 0.95 and lone == 0 and rose == 1.0
     body = f"""
@@ -301,11 +304,14 @@ Active within 4 runs, and the median run at which it turned active:
 
 Of those that turned active, the share that named the device that changed ("candidate fell" / "baseline rose"):
 
-{table(steps, lambda c: pct(c["named"]))}
+{table(steps, lambda c: "-" if c["named"] is None else pct(c["named"]))}
 
-Short-lived changes: the share whose alert turned active (and the share that ended as an outlier):
+Short-lived changes: the share where an alert opened by a changed run turned active; in brackets, where any alert
+turned active on one of the observed runs (an earlier chance suspicion that the changed runs confirmed included),
+and where the change's alert ended as an outlier:
 
-{table([(s.name, s.side) for s in SCENARIOS[4:6]], lambda c: f"{pct(c['active'])} ({pct(c['outlier'])} outlier)")}
+{table([(s.name, s.side) for s in SCENARIOS[4:6]],
+       lambda c: f"{pct(c['own'])} ({pct(c['active'])} any, {pct(c['outlier'])} outlier)")}
 
 Slow drift (the 910B3 1% slower on each run): caught within 15 of its runs, and the median run at which it turned
 active:
@@ -321,12 +327,13 @@ Stable series (no change), per 100 runs of a series (both speed series count, ea
 Targets:
 - at most 1 false active alert per 100 runs at every noise level up to 5%: worst {worst_false:.2f}, {"met" if worst_false <= 1 else "MISSED"};
 - a 15% fall of the 910B3 at 2% noise active within 2 of its runs in at least 95% of trials: {pct(cand15)}, {"met" if cand15 >= 0.95 else "MISSED"};
-- a lone dip never active: worst {pct(lone)}, {"met" if lone == 0 else "MISSED"};
+- a lone dip never active (its own suspicion): worst {pct(lone)}, {"met" if lone == 0 else "MISSED"}; any alert active
+  while it was observed: worst {pct(lone_any)};
 - a baseline rise named "baseline rose": {pct(rose)} of those active, {"met" if rose == 1 else "MISSED"};
 - stretch: a slow drift of 1% per run caught within 15 runs, at 2% noise: {pct(drift)}.
 
-One later run confirms a suspicion only when it is itself far out (the 99.99% limit for one run); at 3-5% noise a
-10-15% change is within 2-5 sds of one run, so it takes 2-4 later runs there.
+One later run confirms a suspicion only when it and the suspected run are both far out (the 99.99% limit for one
+run, about 4 sds); at 3-5% noise a 10-15% change is 2-5 sds of one run, so it takes 2-4 later runs there.
 """
     print(body)
     if not args.no_write:

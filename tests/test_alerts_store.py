@@ -102,7 +102,7 @@ def test_candidate_drop_suspected_then_active_and_ack(store_url, reference_docs)
     assert result.exit_code == 1, result.output
     assert "active regression" in result.output and "candidate fell" in result.output
     listed = json.loads(runner.invoke(app, ["alerts", "list", "--format", "json", "--db", store_url]).stdout)
-    assert "after the suspected one average" in listed[0]["reason"]  # the why: the later runs' mean, its limit
+    assert "run(s) after it averaging" in listed[0]["reason"]  # the why: the later runs' mean, its limit
     assert _decode_alerts(store_url) == [("active", "candidate fell")]
     with session_scope(open_store(store_url)) as s:
         alert_id = s.query(Alert).filter(Alert.metric == "decode_tokens_per_s").one().id
@@ -320,7 +320,7 @@ def test_push_evaluates_and_webhook_reaches_a_real_server(tmp_path, reference_do
     job = reference_docs[0]["job"]
     assert payload["job"] == {"name": job["name"], "fingerprint": job["fingerprint"]}  # the job, not only its hash
     assert f"for {job['name']} (910B3 vs A100" in payload["text"]
-    assert "after the suspected one average" in payload["reason"]
+    assert "run(s) after it averaging" in payload["reason"]
 
 
 def _push_docs_only(reference_docs, factors, start):

@@ -91,7 +91,7 @@ def test_candidate_drop_is_suspected_then_active_by_its_next_run_and_says_the_ca
     assert episode.state == "resolved" and len(episode.verdicts) == 5 and episode.side == "candidate"
     assert episode.identity == ("c30", "b30") and episode.closed_by.run == "c35"
     assert episode.confirmed_by.run == "c31"
-    assert "the 1 candidate run(s) after the suspected one average" in episode.confirmed_by.reason
+    assert "the 1 candidate run(s) after it averaging" in episode.confirmed_by.reason
     assert episode.explanation.startswith("candidate run c35 went back") and "resolved after 5" in episode.explanation
 
 
@@ -108,6 +108,17 @@ def test_one_bad_run_cannot_confirm_itself():
     assert "went back" in episode.explanation
     # the outlier joined the reference once it went back; the median does not move
     assert verdict_of(result, "c39").usual_ratio == pytest.approx(verdict_of(result, "c29").usual_ratio, rel=0.01)
+
+
+def test_a_dip_right_after_a_merely_suspect_run_does_not_confirm_it():
+    """3% noise: a run 7% low is suspected; the 16% dip after it is far out on its own, but the suspected run is not,
+    so the two are no level that moved; the next run goes back and both are outliers."""
+    rng = np.random.default_rng(9)
+    cand = noisy(30, 0.03, rng, 8.9) + [8.9 * 0.93, 8.9 * 0.84, 8.9, 8.9]
+    result = evaluate_series(alternating(cand, noisy(34, 0.03, rng, 16.5)), SPEED)
+    assert [verdict_of(result, f"c{i}").state for i in range(30, 34)] == ["outlier", "outlier", "ok", "ok"]
+    assert "not confirmed yet" in verdict_of(result, "c31").reason
+    assert "active" not in states(result)
 
 
 def test_baseline_rise_says_the_baseline_rose():

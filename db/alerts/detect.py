@@ -19,8 +19,8 @@ How a run is judged, in log units (so a fall of the candidate and a rise of the 
   than HOLD x the one-run limit or, while suspected, nearer the reference than the episode's mean so far) ends the
   episode: outlier if it was suspected, resolved if active. Otherwise it joins, and the episode turns active once
   the runs after the suspected one average worse than the practical threshold and a t limit for a mean of that
-  many runs at `confidence`. The suspected run never counts towards its own confirmation, so a lone dip becomes
-  active only if a later run is itself about as far out as `confidence` allows.
+  many runs at `confidence`, and the suspected run is beyond that limit too. The suspected run never counts
+  towards its own confirmation: a lone dip turns active only if later runs are themselves that far out.
 - Runs of the other device neither confirm nor end an episode: they are judged on their own, so each device can
   have an episode at once, and each alert names its side ("candidate fell", "baseline rose").
 - An annotation at a run closes that device's open episode (resolved) and restarts its reference at that run.
@@ -324,13 +324,15 @@ def evaluate_series(points: Iterable[Point], rule: MetricRule) -> SeriesResult:
                 if was_active:
                     verdicts.append(verdict("active", f"{summary}: still active", rule.moved(p.arrived)))
                     continue
-                later = dev.episode[1:]  # new evidence only: the suspected run never confirms itself
-                mean = _mean([changes[j] for j in later])
+                later = dev.episode[1:]  # new evidence only: the suspected run never confirms itself ...
+                mean, first = _mean([changes[j] for j in later]), changes[dev.episode[0]]
                 limit_m = ref.limit(len(later))
-                state: State = ("active" if rule.badness(mean) > limit_m and significant(later)[0]
-                                else "suspected")
-                why = (f"{summary}; the {len(later)} {p.arrived} run(s) after the suspected one average "
-                       f"{_pct(mean)} (limit {rule.limit_pct(limit_m):+.1f}% for {len(later)} run(s)): "
+                # ... and must clear the same bar as the later runs: a level that moved shows on every run, while a
+                # far-out run right after a merely suspect one is a dip next to noise
+                state: State = ("active" if min(rule.badness(mean), rule.badness(first)) > limit_m
+                                and significant(later)[0] else "suspected")
+                why = (f"{summary}; the suspected run {_pct(first)} and the {len(later)} {p.arrived} run(s) after it "
+                       f"averaging {_pct(mean)} (limit {rule.limit_pct(limit_m):+.1f}% for {len(later)} run(s)): "
                        + ("active" if state == "active" else "not confirmed yet"))
                 verdicts.append(verdict(state, why, rule.moved(p.arrived)))
                 continue
