@@ -244,6 +244,10 @@ def test_pair_trends_follow_the_table_as_it_stood(store_url, reference_docs):
         # the dashboard's per-job trend pairs runs by the same rule
         dash = queries.trend(s, "f" * 16, "910B3", "A100", "decode_tokens_per_s", 1)["ratios"]
         assert [r["ratio"] for r in dash] == bs1.ratio
+        # and charts each device's runs in that order: the cpu run is not in the pair, the last A100 run lacks bs 2
+        values = queries.trend(s, "f" * 16, "910B3", "A100", "decode_tokens_per_s", 2)["values"]
+        assert [(v["run_id"], v["device"], v["value"]) for v in values] == [
+            (runs[0]["run_id"], "A100", 20.0), (runs[1]["run_id"], "910B3", 10.0), (runs[4]["run_id"], "910B3", 10.0)]
         assert trends.pair_trends(s, "910B3", "A100", fingerprint="e" * 16) == {}
         with pytest.raises(Exception, match="both A100"):
             trends.pair_trends(s, "A100", "A100")
