@@ -187,3 +187,15 @@ def test_an_unchanged_state_sends_nothing(alert_and_key):
                 send(rx.url, {"text": state}, SECRET, backoff_s=0.001)
             stored = state
     assert [json.loads(b)["text"] for _, b in rx.requests] == ["suspected", "outlier"]
+
+
+def test_an_alert_closed_by_an_annotation_still_makes_a_payload():
+    """Annotating the run that moved resolves the alert; its message reports the last bad run and the annotation."""
+    points = [Point(T0 + dt.timedelta(hours=i), 8.9 * (0.9 if i >= 20 else 1.0) * (1 + 0.004 * (-1) ** i), 16.5,
+                    f"cand-{i}", f"base-{i}", annotation="CANN 8.1" if i == 23 else None) for i in range(24)]
+    (episode,) = evaluate_series(points, DEFAULT_RULES["decode_tokens_per_s"]).episodes
+    assert episode.state == "resolved" and episode.closed_by.run == "cand-23"
+    key = SeriesKey("0123456789abcdef", "decode_tokens_per_s", "910B3", "A100", batch_size=1)
+    payload = build_payload(key, episode, "active", job_name="codellama-34b")
+    assert payload["state"] == "resolved" and payload["change_pct"] == pytest.approx(-10, abs=1)
+    assert "annotated at candidate run cand-23: CANN 8.1" in payload["reason"] and "[RESOLVED]" in payload["text"]

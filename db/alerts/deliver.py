@@ -73,7 +73,8 @@ def build_payload(key: SeriesKey, alert: Episode, previous_state: str | None, *,
                   dashboard_url: str | None = None) -> dict:
     """The JSON body for one alert state change. Ratios are candidate/baseline with the other device at its usual
     level; `baseline_ratio` is the usual ratio and `change_pct` is against it; `reason` is what the rule used."""
-    shown = alert.closed_by or alert.latest  # a resolved alert reports the run that brought the ratio back
+    # a resolved alert reports the run that brought the ratio back; one closed by an annotation, its last bad run
+    shown = alert.closed_by if alert.closed_by and alert.closed_by.change_pct is not None else alert.latest
     runs = [{"candidate": v.candidate_run, "baseline": v.baseline_run, "arrived": v.side, "at": v.point.at.isoformat()}
             for v in (*alert.verdicts, *([alert.closed_by] if alert.closed_by else []))]
     job = job_name or key.fingerprint
