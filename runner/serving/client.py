@@ -18,8 +18,8 @@ from core.errors import RunError
 
 COMPLETIONS = "/v1/completions"
 PROBE_PROMPT = "Say hello."  # capability probes send this prompt (a failure stub lets it through)
-# vLLM's extensions that force the output length: what a server accepts is learned, never assumed
-LENGTH_FIELDS = ("ignore_eos", "min_tokens")
+# OpenAI's API takes at most 4 stop sequences (vLLM refuses more); completions are cut at every one afterwards
+MAX_STOP = 4
 
 
 @dataclass(slots=True)
@@ -138,7 +138,10 @@ async def describe(client: httpx2.AsyncClient, declared_engine: str, timeout_s: 
         models, header = await _get_json(client, "/v1/models", timeout_s)
     except httpx2.HTTPError as e:
         raise RunError(f"cannot reach the server at {client.base_url}: {_classify(e)} ({e})") from None
-    version, _ = await _get_json(client, "/version", timeout_s)
+    try:
+        version, _ = await _get_json(client, "/version", timeout_s)
+    except httpx2.HTTPError:  # reachable a moment ago: a server without /version may also just drop the request
+        version = None
     listed = [m for m in (models or {}).get("data", []) if isinstance(m, dict)]
     return {"endpoint": str(client.base_url), "models": [m.get("id") for m in listed],
             "owned_by": sorted({str(m.get("owned_by")) for m in listed if m.get("owned_by")}),
@@ -167,7 +170,8 @@ async def capabilities(client: httpx2.AsyncClient, model: str, stop: list[str], 
     """Which of vLLM's extensions (ignore_eos, min_tokens), `stream_options` and `stop` the server accepts, and
     whether it reports token usage in the stream. All at once first; one by one only when that is refused."""
     base = {"model": model, "prompt": PROBE_PROMPT, "max_tokens": 2, "temperature": 0.0, "stream": True}
-    extensions = {"stream_options": {"include_usage": True}, "ignore_eos": True, "min_tokens": 2, "stop": stop}
+    extensions = {"stream_options": {"include_usage": True}, "ignore_eos": True, "min_tokens": 2,
+                  "stop": stop[:MAX_STOP]}
     refused = ("HTTP 400", "HTTP 422")
     for _attempt in range(3):  # a server that fails now and then still gets its levels measured
         o = await _try(client, {**base, **extensions}, timeout_s)

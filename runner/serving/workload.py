@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from functools import cache
 
+from runner.serving.client import MAX_STOP
 from runner.spec import ServingSpec
 
 
@@ -61,5 +62,5 @@ def body(s: ServingSpec, model: str, prompt: str, caps: dict, *, max_tokens: int
     if force and caps.get("min_tokens"):
         b["min_tokens"] = max_tokens
     if stop and caps.get("stop"):
-        b["stop"] = stop
+        b["stop"] = stop[:MAX_STOP]
     return b
