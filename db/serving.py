@@ -113,7 +113,9 @@ def table(sc: ServingComparison) -> list[list[str]]:
 
 
 def _engine(run: Run | None) -> str:
-    server = ((run.environment or {}).get("server") or {}) if run is not None else {}
+    if run is None:
+        return "no run"
+    server = (run.environment or {}).get("server") or {}
     engine = server.get("declared_engine") or "unknown engine"
     version = server.get("version")
     if isinstance(version, dict) and version.get("version"):
