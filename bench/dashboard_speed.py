@@ -1,11 +1,12 @@
-"""Benchmark: server-side time to build the dashboard's Compare page with 10,000 runs in the store (target: < 1 s).
+"""Benchmark: server-side time to build the dashboard's Compare page (target: < 1 s) and its Overview page with
+10,000 runs in the store.
 
 The store is seeded with bulk inserts (SQLAlchemy core, many rows per statement), not 10,000 pushes: 25 jobs x 4
 device classes x 100 runs, each run with perf records at 3 batch sizes (5 raw repeats each), an accuracy record,
 20 per-problem results and a token probe; then the per-job summary that pushes keep is rebuilt
-(db.store.rebuild_summary). The Compare page then runs in Streamlit's AppTest (the script as the
-server executes it): "cold" with the query caches cleared, so every query and the bootstrap intervals run; "warm"
-with them cached, as on a second view within the cache TTL. The engine (schema check) is opened once beforehand,
+(db.store.rebuild_summary). Each page then runs in Streamlit's AppTest (the script as the server executes it):
+"cold" with the query caches cleared, so every query (and the Compare page's bootstrap intervals) runs; "warm" with
+them cached, as on a second view within the cache TTL. The engine (schema check) is opened once beforehand,
 as a running server has it.
 
 Run: .venv/bin/python -m bench.dashboard_speed [--runs 10000] [--repeats 5] [--db URL of an empty store | --pg]
@@ -88,9 +89,12 @@ def seed(engine, runs: int) -> dict:
     return {"runs": len(run_rows), "perf records": len(perf_rows), "problem results": len(problem_rows)}
 
 
-def time_page(repeats: int) -> dict:
-    """Times of AppTest.run() on one AppTest: its first run also scans the installed packages for components
-    (once per AppTest; a server does it once at start) and imports the page's libraries."""
+PAGES = ("views/compare.py", "views/overview.py")
+
+
+def time_pages(repeats: int) -> dict:
+    """Times of AppTest.run() on one AppTest, per page: its first run (the default page) also scans the installed
+    packages for components (once per AppTest; a server does it once at start) and imports the pages' libraries."""
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
@@ -104,14 +108,18 @@ def time_page(repeats: int) -> dict:
             raise RuntimeError(at.exception[0].message)
         return elapsed
 
-    first = once()
-    cold, warm = [], []
-    for _ in range(repeats):
-        st.cache_data.clear()
-        cold.append(once())
-        warm.append(once())
-    return {"first": first, "cold": cold, "warm": warm, "job": at.selectbox(key="job").value,
-            "tables": len(at.table)}
+    out: dict = {"first": once()}
+    for page in PAGES:
+        at.switch_page(page)
+        cold, warm = [], []
+        for _ in range(repeats):
+            st.cache_data.clear()
+            cold.append(once())
+            warm.append(once())
+        out[page] = {"cold": cold, "warm": warm}
+        if page == "views/compare.py":
+            out.update(job=at.selectbox(key="job").value, tables=len(at.table))
+    return out
 
 
 def ms(seconds: float) -> str:
@@ -143,7 +151,7 @@ def main() -> None:
             counts = seed(engine, args.runs)
             seed_s = time.perf_counter() - start
             os.environ["DEVCOMPARE_DB_URL"] = url
-            t = time_page(args.repeats)
+            t = time_pages(args.repeats)
             backend = engine.dialect.name
             engine.dispose()
     finally:
@@ -154,19 +162,23 @@ def main() -> None:
         "), seeded with bulk inserts and the per-job summary rebuilt in "
         f"{seed_s:.1f} s: " + ", ".join(f"{n:,} {k}" for k, n in counts.items()) + f" ({JOBS} jobs x "
         f"{len(DEVICES)} device classes).\n\n"
-        "| Compare page build (server side, AppTest.run) | median | max |\n|---|---|---|\n"
-        f"| cold: query caches cleared, all queries + bootstrap intervals | {ms(statistics.median(t['cold']))} "
-        f"| {ms(max(t['cold']))} |\n"
-        f"| warm: cached query results | {ms(statistics.median(t['warm']))} | {ms(max(t['warm']))} |\n"
-        f"| first view in a fresh process (imports, engine, AppTest's component scan) | {ms(t['first'])} | |\n\n"
-        f"Target: under 1 s with 10,000 runs (cold). The page showed job {t['job']} (the newest with 910B3 and A100 "
+        "| page build (server side, AppTest.run) | median | max |\n|---|---|---|\n"
+        + "".join(f"| {title}, {kind} | {ms(statistics.median(t[page][kind]))} | {ms(max(t[page][kind]))} |\n"
+                  for page, title in (("views/compare.py", "Compare"), ("views/overview.py", "Overview"))
+                  for kind in ("cold", "warm"))
+        + f"| first view in a fresh process (the default page, Overview: imports, engine, AppTest's component "
+        f"scan) | {ms(t['first'])} | |\n\n"
+        "Cold: query caches cleared, so every query runs (Compare: also the bootstrap intervals); warm: cached "
+        "query results, as on a second view within the cache TTL.\n"
+        f"Target: the Compare page under 1 s with 10,000 runs (cold); the Overview has none of its own (its query: "
+        f"bench/store_scale.py). The Compare page showed job {t['job']} (the newest with 910B3 and A100 "
         f"runs), {t['tables']} tables; {args.repeats} builds each.\n"
         f"Run: `.venv/bin/python -m bench.dashboard_speed"
         f"{' --pg' if args.pg else ' --db URL-of-an-empty-store' if args.db else ''}`")
     print(body)
     if not args.no_write:  # one section per backend: a PostgreSQL run does not replace the SQLite one
         name = "dashboard_speed" if backend == "sqlite" else f"dashboard_speed_{backend}"
-        write_section(name, f"Dashboard: Compare page build time with {args.runs:,} runs, {backend} "
+        write_section(name, f"Dashboard: Compare and Overview page build times with {args.runs:,} runs, {backend} "
                             "(bench/dashboard_speed.py)", body, measured_at=measured_at)
 
 
