@@ -14,6 +14,9 @@ import time
 
 from bench._report import write_section
 
+# what this benchmark measures: a change to any of these makes its BENCHMARKS.md section stale (bench/status.py)
+MEASURES = ["runner/perf.py", "runner/models.py", "runner/roofline.py"]
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
