@@ -1,8 +1,11 @@
 """The comparison of one job fingerprint on a device pair: the reference report's two tables (accuracy; speed per
-batch size) as data, built from the latest run of each device (db/pairing.py). db/tables.py renders it.
+batch size) and the energy figures per batch size as data, built from the latest run of each device
+(db/pairing.py). db/tables.py renders it.
 
-ratio = candidate / baseline (the headline metrics are higher-is-better). A missing side is None ("missing" in
-text), never zero; a ratio over a zero or missing baseline is None ("n/a").
+ratio = candidate / baseline (the headline metrics are higher-is-better; each energy metric's direction is in the
+registry). A missing side is None ("missing" in text), never zero; a ratio over a zero or missing baseline is None
+("n/a"). An energy figure a side lacks comes with the reason (no power meter, a phase too short to meter, a run
+from before power sampling).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from core import precision
 from core.errors import UserError
-from core.metrics import ACCURACY_ROWS, SPEED, ratio
+from core.metrics import ACCURACY_ROWS, ENERGY, SPEED, ratio
 from db.models import JobDevice, PrecisionRecord, Run
 from db.pairing import ORDER_BY
 
@@ -28,6 +31,9 @@ class Comparison:
     baseline_run: Run | None
     accuracy: list[dict] = field(default_factory=list)  # {metric, candidate, baseline, ratio}
     speed: list[dict] = field(default_factory=list)  # {batch_size, <metric>: {candidate, baseline, ratio}}
+    # {batch_size, <metric>: {candidate, baseline, ratio, why: {side: reason}}, meters: {side: meter}}; empty when
+    # neither run has energy records
+    energy: list[dict] = field(default_factory=list)
     token_agreement: dict | None = None  # greedy ids of the fixed probe prompts, candidate vs baseline
     precision: dict | None = None  # per-layer precision (core.precision.compare), {"unavailable": why}, or None
 
@@ -64,6 +70,54 @@ def precision_between(session: Session, candidate: str | None, baseline: str | N
         return precision.compare(records[0].data, records[1].data, threshold)
     except UserError as e:  # sections of other prompts or sketch settings: the tables still stand
         return {"unavailable": str(e)}
+
+
+NO_ENERGY = "the run has no energy records (it predates power sampling, or was imported)"
+
+
+def _energy_records(run: Run | None) -> dict[int, dict] | None:
+    """batch size -> the run's energy record; None when the run has none at all."""
+    records = ((run.extra or {}).get("energy") if run is not None else None) or None
+    return None if records is None else {rec["batch_size"]: rec for rec in records}
+
+
+def _energy_value(rec: dict | None, metric: str, side_records: dict | None, has_run: bool) -> tuple[object, str | None]:
+    """(value, None), or (None, why there is no value): never a zero standing in for an absent meter."""
+    if not has_run:
+        return None, "no run of this job"
+    if side_records is None:
+        return None, NO_ENERGY
+    if rec is None:
+        return None, "no energy record at this batch size"
+    if not rec["available"]:
+        return None, rec["reason"]
+    if rec.get(metric) is None:
+        return None, "; ".join(f"{phase}: {why}" for phase, why in (rec.get("why") or {}).items()) or "not recorded"
+    return rec[metric], None
+
+
+def energy(cand: Run | None, base: Run | None) -> list[dict]:
+    """Per batch size, each energy metric of both runs and their ratio, with the reason where a side has none."""
+    sides = {"candidate": (cand, _energy_records(cand)), "baseline": (base, _energy_records(base))}
+    if all(records is None for _, records in sides.values()):
+        return []
+    rows = []
+    for bs in sorted({b for _, records in sides.values() for b in records or {}}):
+        row = {"batch_size": bs, "meters": {}}
+        for side, (run, records) in sides.items():
+            rec = (records or {}).get(bs)
+            if rec is not None and rec["available"]:
+                row["meters"][side] = {"source": rec.get("source"), "interval_s": rec.get("interval_s"),
+                                       "devices": rec.get("devices")}
+        for metric in ENERGY:
+            cell, why = {}, {}
+            for side, (run, records) in sides.items():
+                cell[side], reason = _energy_value((records or {}).get(bs), metric.name, records, run is not None)
+                if reason is not None:
+                    why[side] = reason
+            row[metric.name] = {**cell, "ratio": ratio(cell["candidate"], cell["baseline"]), "why": why}
+        rows.append(row)
+    return rows
 
 
 class NoSharedJob(UserError):
@@ -108,6 +162,7 @@ def build(session: Session, fingerprint: str | None, candidate: str, baseline: s
         cmp.accuracy.append({"metric": metric.label, "candidate": c, "baseline": b, "ratio": ratio(c, b)})
     cmp.token_agreement = token_agreement(cand.token_probe if cand else None, base.token_probe if base else None)
     cmp.precision = precision_between(session, cand and cand.id, base and base.id)
+    cmp.energy = energy(cand, base)
     by_batch = {}
     for side, run in (("candidate", cand), ("baseline", base)):
         for rec in run.perf if run is not None else []:

@@ -140,6 +140,7 @@ def comparison(session: Session, fingerprint: str, candidate: str, baseline: str
                        for device, run in ((candidate, cmp.candidate_run), (baseline, cmp.baseline_run))}
     return {"fingerprint": cmp.fingerprint, "job_name": cmp.job_name, "candidate": candidate, "baseline": baseline,
             "runs": runs, "accuracy": cmp.accuracy, "accuracy_table": acc_table, "speed_table": speed_table,
+            "energy_table": tables.energy_table(cmp), "energy_meters": tables.meters_line(cmp),
             "accuracy_test": test, "accuracy_test_unavailable": why, "speed_intervals": intervals,
             "bandwidth": bandwidth, "token_agreement": cmp.token_agreement, "batch_agreement": batch_agreement,
             "environment": _environment_diff(cmp.candidate_run, cmp.baseline_run),

@@ -232,8 +232,9 @@ def _markdown(report: Report, lang: str) -> str:
     t = TEXT[lang]
     acc, speed = _tables(report, lang)
     notes = _notes(report, lang, code=lambda s: md_escape(s) if "`" in str(s) else f"`{s}`", text=md_escape)
-    return (f"## {t['title']}\n\n### {t['accuracy']}\n\n{_markdown_table(acc)}\n\n### {t['speed']}\n\n"
-            f"{_markdown_table(speed)}\n\n{t['notes']}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    speed_text = f"### {t['speed']}\n\n{_markdown_table(speed)}\n\n" if len(speed) > 1 else ""  # no eager timing
+    return (f"## {t['title']}\n\n### {t['accuracy']}\n\n{_markdown_table(acc)}\n\n{speed_text}"
+            f"{t['notes']}\n\n" + "\n".join(f"- {n}" for n in notes) + "\n")
 
 
 def _svg_bars(title: str, bars: list[tuple[str, float | None, str]], kind: str) -> str:
@@ -293,7 +294,8 @@ def _html(report: Report, lang: str) -> str:
             "td:not(:first-child){text-align:right;font-variant-numeric:tabular-nums}th{background:#f3f3f3}"
             ".charts{display:flex;flex-wrap:wrap;gap:12px 32px}li{margin:0.3em 0}code{font-size:90%}"
             f"</style></head><body>\n<h2>{html.escape(t['title'])}</h2>\n<h3>{html.escape(t['accuracy'])}</h3>\n"
-            f"{table(acc)}\n<h3>{html.escape(t['speed'])}</h3>\n{table(speed)}\n<div class=\"charts\">"
+            f"{table(acc)}\n" + (f"<h3>{html.escape(t['speed'])}</h3>\n{table(speed)}\n" if len(speed) > 1 else "")
+            + '<div class="charts">'
             + "".join(_charts(report, lang)) + f"</div>\n<p>{html.escape(t['notes'])}</p>\n<ul>"
             + "".join(f"<li>{n}</li>" for n in notes) + "</ul>\n</body></html>\n")
 

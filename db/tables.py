@@ -1,5 +1,6 @@
-"""A comparison (db/compare.py) as text: the two tables as rows of strings (what the CLI and the dashboard show),
-and rendered as markdown, CSV or JSON for `runner compare`."""
+"""A comparison (db/compare.py) as text: the two tables, and the energy table where a run has energy records, as
+rows of strings (what the CLI and the dashboard show), and rendered as markdown, CSV or JSON for `runner compare`.
+A table without rows is left out (a serving-only job has no eager timing): one line says so instead."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +8,7 @@ import io
 import json
 
 from core.errors import UserError
-from core.metrics import ACCURACY_ROWS, SPEED, format_value, titled
+from core.metrics import ACCURACY_ROWS, ENERGY, SPEED, format_value, titled
 from db.compare import Comparison
 from db.models import Run, utc
 
@@ -27,10 +28,50 @@ def tables(cmp: Comparison) -> tuple[list[list[str]], list[list[str]]]:
     return acc, speed
 
 
+NO_SPEED = "No eager timing: neither run has perf records (the job has no [perf] section)."
+
+
+def energy_table(cmp: Comparison) -> list[list[str]] | None:
+    """Per batch size and energy metric: both devices, the ratio and which direction is better; "n/a" and the
+    reason where a side has no figure. None when neither run has energy records."""
+    if not cmp.energy:
+        return None
+    rows = [["batch size", "metric", cmp.candidate, cmp.baseline, "ratio", "better"]]
+    for row in cmp.energy:
+        for m in ENERGY:
+            cell = row[m.name]
+            values = [m.format(cell[side]) if cell[side] is not None else f"n/a ({cell['why'][side]})"
+                      for side in ("candidate", "baseline")]
+            rows.append([str(row["batch_size"]), titled(m), *values, format_value(cell["ratio"], "ratio"),
+                         "higher" if m.higher_is_better else "lower"])
+    return rows
+
+
+def meters_line(cmp: Comparison) -> str:
+    """Which meter each side read, how often, over how many devices ("" when neither had one)."""
+    parts = []
+    for side, device in (("candidate", cmp.candidate), ("baseline", cmp.baseline)):
+        meter = next((r["meters"][side] for r in cmp.energy if side in r["meters"]), None)
+        if meter is not None:
+            every = f", a reading every {meter['interval_s']:.3g} s" if meter["interval_s"] else ""
+            count = f", {meter['devices']} device{'' if meter['devices'] == 1 else 's'}" if meter["devices"] else ""
+            parts.append(f"{device}: {meter['source']}{every}{count}")
+    return f"Energy during the timed repeats ({'; '.join(parts)})." if parts else ""
+
+
 def _markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    cells = [[c.replace("|", "\\|") for c in r] for r in rows]  # a reason or a name may hold a pipe
+    lines = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in cells[1:]]
     return "\n".join(lines)
+
+
+def _energy_markdown(cmp: Comparison) -> str:
+    rows = energy_table(cmp)
+    if rows is None:
+        return ""
+    return (f"\n**Energy**, ratio = {cmp.candidate} / {cmp.baseline}. {meters_line(cmp)}\n\n"
+            f"{_markdown_table(rows)}\n")
 
 
 def _run_line(label: str, run: Run | None) -> str:
@@ -93,20 +134,23 @@ def render(cmp: Comparison, fmt_name: str = "markdown") -> str:
         head = f"**{cmp.job_name}** (fingerprint `{cmp.fingerprint}`), {cmp.candidate} vs {cmp.baseline}"
         runs = "\n".join(f"- {_run_line(d, r)}" for d, r in ((cmp.candidate, cmp.candidate_run),
                                                              (cmp.baseline, cmp.baseline_run)))
-        return (f"{head}\n\n{runs}\n\n{_markdown_table(acc)}\n\n{_markdown_table(speed)}\n{_agreement_line(cmp)}"
-                f"{precision_text(cmp.precision, cmp.candidate, cmp.baseline)}")
+        speed_text = _markdown_table(speed) if cmp.speed else NO_SPEED
+        return (f"{head}\n\n{runs}\n\n{_markdown_table(acc)}\n\n{speed_text}\n{_energy_markdown(cmp)}"
+                f"{_agreement_line(cmp)}{precision_text(cmp.precision, cmp.candidate, cmp.baseline)}")
     if fmt_name == "csv":
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
         w.writerows(acc)
-        w.writerow([])
-        w.writerows(speed)
+        for rows in (speed if cmp.speed else None, energy_table(cmp)):
+            if rows is not None:
+                w.writerow([])
+                w.writerows(rows)
         return out.getvalue()
     if fmt_name == "json":
         return json.dumps({
             "fingerprint": cmp.fingerprint, "job": cmp.job_name, "candidate": cmp.candidate, "baseline": cmp.baseline,
             "candidate_run": cmp.candidate_run.id if cmp.candidate_run else None,
             "baseline_run": cmp.baseline_run.id if cmp.baseline_run else None,
-            "accuracy": cmp.accuracy, "speed": cmp.speed, "token_agreement": cmp.token_agreement,
+            "accuracy": cmp.accuracy, "speed": cmp.speed, "energy": cmp.energy, "token_agreement": cmp.token_agreement,
             "precision": cmp.precision}, indent=2) + "\n"
     raise UserError(f"unknown format {fmt_name!r} (markdown, csv, json)")

@@ -79,3 +79,94 @@ def test_ratio_is_none_exactly_when_undefined(c, b):
     assert (r is None) == (c is None or b is None or b == 0 or not math.isfinite(c / b))
     if r is not None:
         assert r >= 0 and r * b == pytest.approx(c)
+
+
+# --- energy: tokens per joule per batch size, with the ratio; "n/a" and the reason, never a zero -----------------
+
+def _with_energy(doc: dict, records: list[dict] | None) -> dict:
+    doc = copy.deepcopy(doc)
+    doc["run_id"] = str(uuid.uuid4())
+    if records is not None:
+        doc["extra"] = {"energy": records}
+    return doc
+
+
+def _metered(tokens_per_joule: float, source: str, interval_s: float) -> dict:
+    return {"batch_size": 1, "available": True, "reason": None, "source": source, "interval_s": interval_s,
+            "devices": 2, "first_token_j_per_token": 3.0, "decode_j_per_token": 1 / tokens_per_joule,
+            "tokens_per_joule": tokens_per_joule}
+
+
+NO_METER = "no RAPL: /sys/class/powercap does not exist on this host (no powercap driver; usual in a VM)"
+
+
+def _push(url: str, *docs: dict) -> None:
+    engine = open_store(url)
+    for doc in docs:
+        store.push(engine, doc)
+
+
+def test_energy_ratio_in_markdown_csv_and_json(store_url, reference_docs):
+    _push(store_url, _with_energy(reference_docs[0], [_metered(2.5, "npu-smi", 1.0)]),
+          _with_energy(reference_docs[1], [_metered(2.0, "nvml energy counter", 0.05)]))
+    md = _render(store_url, "markdown")
+    assert "| 1 | decode energy efficiency (tokens/J) | 2.5 | 2 | 1.2500 | higher |" in md
+    assert "910B3: npu-smi, a reading every 1 s, 2 devices; A100: nvml energy counter, a reading every 0.05 s" in md
+    rows = list(csv.reader(io.StringIO(_render(store_url, "csv"))))
+    assert ["batch size", "metric", "910B3", "A100", "ratio", "better"] in rows
+    assert ["1", "decode energy efficiency (tokens/J)", "2.5", "2", "1.2500", "higher"] in rows
+    energy = json.loads(_render(store_url, "json"))["energy"]
+    assert energy[0]["batch_size"] == 1
+    assert energy[0]["tokens_per_joule"] == {"candidate": 2.5, "baseline": 2.0, "ratio": pytest.approx(1.25),
+                                             "why": {}}
+
+
+def test_energy_side_without_a_meter_is_na_with_the_reason(reference_docs, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _push(url, _with_energy(reference_docs[0], [_metered(2.5, "npu-smi", 1.0)]),
+          _with_energy(reference_docs[1], [{"batch_size": 1, "available": False, "reason": NO_METER}]))
+    md = _render(url, "markdown")
+    assert f"| 1 | decode energy efficiency (tokens/J) | 2.5 | n/a ({NO_METER}) | n/a | higher |" in md
+    rows = list(csv.reader(io.StringIO(_render(url, "csv"))))
+    assert ["1", "decode energy efficiency (tokens/J)", "2.5", f"n/a ({NO_METER})", "n/a", "higher"] in rows
+    cell = json.loads(_render(url, "json"))["energy"][0]["tokens_per_joule"]
+    assert cell == {"candidate": 2.5, "baseline": None, "ratio": None, "why": {"baseline": NO_METER}}
+    assert "| 0 |" not in md and ", 0," not in _render(url, "csv")
+
+
+def test_energy_phase_too_short_gives_the_phase_reason(reference_docs, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    short = {**_metered(2.0, "npu-smi", 1.0), "decode_j_per_token": None, "tokens_per_joule": None,
+             "why": {"decode": "900 ms in all, under two sampling intervals"}}
+    _push(url, _with_energy(reference_docs[0], [short]),
+          _with_energy(reference_docs[1], [_metered(2.0, "nvml energy counter", 0.05)]))
+    assert "| n/a (decode: 900 ms in all, under two sampling intervals) | 2 | n/a |" in _render(url, "markdown")
+
+
+def test_runs_without_energy_records(reference_docs, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _push(url, *reference_docs)  # documents from before power sampling: no extra.energy at all
+    md = _render(url, "markdown")
+    assert "Energy" not in md and "tokens/J" not in md
+    assert json.loads(_render(url, "json"))["energy"] == []
+    assert "tokens/J" not in _render(url, "csv")
+    # one side sampled, the other is an older document: that side is n/a with the reason
+    _push(url, _with_energy(reference_docs[0], [_metered(2.5, "npu-smi", 1.0)]))
+    md = _render(url, "markdown")
+    assert ("| 2.5 | n/a (the run has no energy records (it predates power sampling, or was imported)) | n/a |"
+            in md)
+
+
+def test_job_without_eager_timing_has_no_empty_speed_table(reference_docs, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    docs = []
+    for doc in reference_docs:  # a serving-only job times no batch sizes: no perf records
+        doc = _with_energy(doc, None)
+        doc["perf"] = []
+        docs.append(doc)
+    _push(url, *docs)
+    md = _render(url, "markdown")
+    assert tables.NO_SPEED in md and "| device | batch size |" not in md
+    rows = list(csv.reader(io.StringIO(_render(url, "csv"))))
+    assert ["device", "batch size"] not in [r[:2] for r in rows] and rows[-1][0] == "pass@1"
+    assert json.loads(_render(url, "json"))["speed"] == []

@@ -182,6 +182,46 @@ def test_compare_any_pair_and_same_device(seeded):
     assert "Pick two different device classes" in texts(at)
 
 
+def test_compare_energy_row_and_a_job_without_eager_timing(tmp_path, reference_docs, monkeypatch):
+    """Tokens per joule per batch size with the ratio, n/a with the reason where a side has no meter; a job with no
+    perf records shows one line instead of an empty speed table."""
+    url = f"sqlite:///{tmp_path / 'energy.db'}"
+    engine = open_store(url)
+    no_meter = "no RAPL: /sys/class/powercap does not exist on this host"
+    for doc, rec in zip(reference_docs, ({"available": True, "reason": None, "source": "npu-smi", "interval_s": 1.0,
+                                          "devices": 2, "decode_j_per_token": 0.4, "tokens_per_joule": 2.5},
+                                         {"available": True, "reason": None, "source": "nvml energy counter",
+                                          "interval_s": 0.05, "devices": 2, "decode_j_per_token": 0.5,
+                                          "tokens_per_joule": 2.0})):
+        doc = copy.deepcopy(doc)
+        doc["extra"] = {"energy": [{"batch_size": 1, **rec}, {"batch_size": 4, "available": False,
+                                                               "reason": no_meter}]}
+        store.push(engine, doc)
+    serving_only = [copy.deepcopy(d) for d in reference_docs]
+    for doc in serving_only:
+        doc.update(run_id=str(uuid.uuid4()), perf=[])
+        doc["job"].update(name="serving-only", fingerprint=MEASURED_FP)
+        store.push(engine, doc)
+    monkeypatch.setenv("DEVCOMPARE_DB_URL", url)
+    at = app(COMPARE)
+    at.selectbox(key="job").set_value(REFERENCE_FP).run()
+    assert not at.exception
+    energy = table_rows(at.table[3])
+    assert energy[0] == ["batch size", "metric", "910B3", "A100", "ratio", "better"]
+    assert energy[1] == ["1", "decode energy efficiency (tokens/J)", "2.5", "2", "1.2500", "higher"]
+    assert energy[2] == ["4", "decode energy efficiency (tokens/J)", f"n/a ({no_meter})", f"n/a ({no_meter})",
+                         "n/a", "higher"]
+    assert "910B3: npu-smi, a reading every 1 s, 2 devices" in texts(at)
+    assert "| 1 | decode energy efficiency (tokens/J) | 2.5 | 2 | 1.2500 | higher |" in at.code[0].value
+    at.selectbox(key="job").set_value(MEASURED_FP).run()
+    assert not at.exception
+    shown = texts(at)
+    assert "No eager timing: neither run has perf records" in shown and "No energy records" in shown
+    assert len(at.table) == 2  # accuracy and environment: no empty speed, interval or energy table
+    assert table_rows(at.table[0])[2] == ["passed", "54", "53", "1.0189"]
+    assert table_rows(at.table[1])[0] == ["", "910B3", "A100", "same?"]
+
+
 # --- Problems, Runs, Alerts (Overview and Trends: test_dashboard_overview.py) -----------------------------------------------------------------------------
 
 def test_problems_one_device_only_and_side_by_side(seeded):

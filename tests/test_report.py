@@ -133,3 +133,19 @@ def test_bad_language_or_format_is_one_line(reference_store):
     for args, word in ((["--lang", "fr"], "--lang must be en or zh"), (["--format", "pdf"], "--format must be")):
         result = CliRunner().invoke(app, ["report", "--job", JOB, "--db", reference_store, *args])
         assert result.exit_code == 2 and word in result.output and "Traceback" not in result.output
+
+
+def test_job_without_eager_timing_has_no_empty_performance_table(tmp_path, reference_docs):
+    """A serving-only job times no batch sizes: the README section has the accuracy table and no empty one."""
+    from db import report as readme
+    from db.engine import session_scope
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    engine = open_store(url)
+    for doc in reference_docs:
+        store.push(engine, dict(doc, perf=[]))
+    with session_scope(engine) as s:
+        built = readme.build(s, reference_docs[0]["job"]["fingerprint"], "910B3", "A100")
+        text, page = readme.render(built, "en", "markdown"), readme.render(built, "en", "html")
+    assert "### Performance" not in text and len(markdown_tables(text)) == 1
+    assert "Performance" not in page and page.count("<table>") == 1 and page.count("<svg") == 1

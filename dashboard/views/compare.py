@@ -1,7 +1,7 @@
 """Compare: the reference report's two tables (accuracy; speed per batch size, ratio = candidate / baseline) for one
 job and device pair, plus what the report lacks: significance of the accuracy difference, intervals of the speed
-ratios, bandwidth utilisation, greedy-token agreement and an environment diff; the tables as markdown to copy and
-as CSV to download.
+ratios, energy per token where the runs metered board power, bandwidth utilisation, greedy-token agreement and an
+environment diff; the tables as markdown to copy and as CSV to download.
 """
 import streamlit as st
 
@@ -10,6 +10,7 @@ from dashboard import _data as data
 from dashboard import _format
 from dashboard import _ui as ui
 from db import report as readme
+from db import tables
 from dashboard.views import _precision
 
 st.title("Compare")
@@ -60,6 +61,15 @@ def speed_intervals(view: dict) -> None:
         ui.table(rows)
     st.caption("Interval: bootstrap of median(candidate repeats) / median(baseline repeats), each device's repeats "
                "resampled independently.")
+
+
+def energy(view: dict) -> None:
+    if view["energy_table"] is None:
+        st.caption("No energy records: these runs predate power sampling or were imported.")
+        return
+    ui.table(view["energy_table"])
+    st.caption(" ".join(filter(None, (ui.md(view["energy_meters"]), "n/a: the side had no figure, for the reason given "
+                                                             "(never a zero)."))))
 
 
 def bandwidth(view: dict) -> None:
@@ -147,8 +157,14 @@ with ui.store_errors(url):
     accuracy_significance(view)
 
     st.subheader("Speed")
-    ui.table(view["speed_table"])
-    speed_intervals(view)
+    if len(view["speed_table"]) > 1:
+        ui.table(view["speed_table"])
+        speed_intervals(view)
+    else:  # a serving-only job: its numbers are on the Serving page
+        st.markdown(f"{ui.md(tables.NO_SPEED)} Serving levels, where the job has them, are on the Serving page.")
+
+    st.subheader("Energy")
+    energy(view)
 
     st.subheader("Bandwidth utilisation and memory")
     bandwidth(view)
