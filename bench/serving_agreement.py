@@ -53,9 +53,7 @@ def our_run(url: str, prompt_tokens: int, output_tokens: int, requests: int, con
                        "serving": {"requests": requests, "input_tokens": prompt_tokens, "output_tokens": output_tokens,
                                    "concurrency": [concurrency], "warmup": 1, "time_limit_s": 3600,
                                    "request_timeout_s": 600}})
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(model_dir or models.resolve(spec.model))
+    tok = workload.Tokenizer(model_dir or models.resolve(spec.model))
     cpu0 = time.process_time()
     m = asyncio.run(measure(spec, url, workload.Prompts(spec.serving, tok, spec.seed), Console(stderr=True)))
     level = m["levels"][0]

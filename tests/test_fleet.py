@@ -2,6 +2,7 @@
 
 - queue semantics (claim, heartbeat, retry, hand back, stale requeue, cancel) and concurrent claims, both backends;
 - `runner enqueue` / `runner jobs` / `runner agent` through the CLI; a failing job is retried, then failed;
+- an agent measures serving jobs through the endpoint in its settings (the stub server on loopback);
 - 6 agent processes drain 60 jobs from one PostgreSQL: every job runs exactly once, none is left claimed;
 - an agent killed with SIGKILL mid-job: the job is requeued and completed by another agent;
 - a dead agent's job is requeued by an agent busy with a job of its own (from its heartbeat thread);
@@ -156,6 +157,49 @@ def test_agent_runs_jobs_like_submit_and_retries_failures(tmp_path, monkeypatch)
         assert (run.fingerprint, run.device_class, run.source) == (spec(LIGHT).fingerprint, "cpu", "measured")
         assert len(run.perf) == 1 and run.accuracy.problems == 1 and len(run.problems) == 1
     assert outbox.pending() == []
+
+
+SERVING = {"name": "fleet-serving", "seed": 1234, "humaneval": None, "model": {"name": "tiny-random-llama"},
+           "serving": {"requests": 3, "input_tokens": 16, "output_tokens": 5, "concurrency": [1, 2], "warmup": 1,
+                       "time_limit_s": 30.0, "request_timeout_s": 5.0}}
+
+
+def test_agent_measures_serving_jobs_through_its_endpoint(tmp_path, monkeypatch):
+    from runner.serving.stub import Stub, serve_in_thread
+
+    monkeypatch.setenv("DEVCOMPARE_OUTBOX", str(tmp_path / "outbox"))
+    url = os.environ["DEVCOMPARE_DB_URL"]  # the test's own SQLite store
+    engine = open_store(url)
+    [unserved] = queue.enqueue(engine, spec({**SERVING, "name": "no-endpoint"}), ["cpu"], max_attempts=1)
+    served_spec = spec(SERVING)
+    [served] = queue.enqueue(engine, served_spec, ["cpu"])
+    endpoint, stop = serve_in_thread(Stub())  # a real HTTP server on 127.0.0.1
+    try:
+        r = CliRunner().invoke(app, ["agent", "--device", "cpu", "--once", "--poll-interval", "0.1",
+                                     "--endpoint", f"fleet-serving={endpoint}"])
+    finally:
+        stop()
+    assert r.exit_code == 0, r.output
+    rows = {j.id: j for j in jobs(url)}
+    assert (rows[unserved].state, rows[unserved].attempts) == ("failed", 1)  # and the agent went on to the next
+    assert rows[unserved].error == ("UserError: serving job 'no-endpoint' needs an endpoint: start the agent with "
+                                    "--endpoint URL (or --endpoint no-endpoint=URL)")
+    assert rows[served].state == "done"
+    from db.models import ServingRecord
+
+    with session_scope(engine) as s:
+        run = s.get(Run, rows[served].run_id)
+        assert (run.fingerprint, run.device_class, run.source) == (served_spec.fingerprint, "cpu", "measured")
+        levels = s.scalars(select(ServingRecord).where(ServingRecord.run_id == run.id)
+                           .order_by(ServingRecord.level)).all()
+        assert [(lv.mode, lv.level, lv.completed) for lv in levels] == [("concurrency", 1, 3), ("concurrency", 2, 3)]
+        assert all(lv.serving_ttft_ms is not None and lv.token_source == "usage" for lv in levels)
+        assert run.environment["server"]["models"] == ["stub-model"]
+    for bad, fragment in ((["--endpoint", "=http://x"], "job name before '=' is empty"),
+                          (["--endpoint", "ftp://x"], "http:// or https://"),
+                          (["--endpoint", "http://a", "--endpoint", "http://b"], "given twice")):
+        r = CliRunner().invoke(app, ["agent", "--device", "cpu", "--once", *bad])
+        assert r.exit_code == 2 and fragment in r.output, (bad, r.output)
 
 
 # -- real agent processes --------------------------------------------------------------------------------------------

@@ -4,6 +4,9 @@ strict server accepts, failures counted with their reasons, the time limit, one-
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -145,6 +148,21 @@ def test_serving_job_and_endpoint_go_together(tmp_path, stub):
     path.write_text('name = "eager"\nhumaneval = false\n[model]\nname = "tiny-random-llama"\n')
     result = cli.invoke(app, ["submit", "--device", "cpu", "--job", str(path), "--endpoint", stub()])
     assert result.exit_code == 2 and "has no [serving] section" in result.output
+
+
+def test_submit_endpoint_imports_neither_torch_nor_transformers(tmp_path, stub):
+    """A client of a remote engine loads no model: the whole `runner submit --endpoint` (measure, push, tables) in a
+    fresh process, which reports at exit what it imported."""
+    path = tmp_path / "job.toml"
+    path.write_text(toml(job()))
+    probe = ("import atexit, sys; atexit.register(lambda: print('imported:', [m for m in ('torch', 'transformers') "
+             "if m in sys.modules], file=sys.stderr)); from runner.cli import app; app()")
+    done = subprocess.run([sys.executable, "-c", probe, "submit", "--device", "cpu", "--job", str(path),
+                           "--endpoint", stub()], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "DEVCOMPARE_DB_URL": f"sqlite:///{tmp_path / 'store.db'}"})
+    assert done.returncode == 0, done.stderr
+    assert "pushed run" in done.stderr and "| concurrency 4 |" in done.stdout
+    assert "imported: []" in done.stderr, done.stderr[-2000:]
 
 
 def test_pushed_runs_compare_per_level_in_every_format(tmp_path, stub, store_url):

@@ -41,6 +41,31 @@ def enqueue(
         out.print(f"job {job_id}: {spec.name} on {d} (fingerprint {spec.fingerprint})", highlight=False)
 
 
+def parse_endpoints(values: list[str] | None) -> dict[str | None, str]:
+    """`--endpoint` values: "URL" for every serving job, "JOB=URL" for the job named JOB. Keyed by job name, None for
+    the default."""
+    from core.errors import RunError
+    from runner.serving.client import base_url
+
+    endpoints: dict[str | None, str] = {}
+    for value in values or []:
+        job, sep, url = value.partition("=")
+        if not sep or "://" in job:  # a plain URL (whose query string may hold "=")
+            job, url = None, value
+        if job is not None and not job.strip():
+            raise UserError(f"--endpoint {value!r}: the job name before '=' is empty (example: serving-demo=URL)")
+        key = job.strip() if job is not None else None
+        if key in endpoints:
+            raise UserError(f"--endpoint given twice for {'job ' + repr(key) if key else 'every serving job'}")
+        try:
+            base_url(url)
+        except RunError as e:  # a malformed URL in the agent's own settings: the user's to fix, before any claim
+            raise UserError(str(e)) from None
+        endpoints[key] = url.strip()
+    return endpoints
+
+
+
 @app.command()
 @user_errors
 def agent(
@@ -65,6 +90,11 @@ def agent(
     nproc_per_node: Annotated[Optional[int], typer.Option(
         "--nproc-per-node", min=1, help="Ranks per host in a job across the group (default: this host's "
                                         "devices); the same on every node.")] = None,
+    endpoint: Annotated[Optional[list[str]], typer.Option(
+        "--endpoint", metavar="[JOB=]URL", help="OpenAI-compatible URL of the engine serving this host's model: "
+                                                "serving jobs ([serving] section) are measured through it, as "
+                                                "`runner submit --endpoint` does. JOB=URL: only for the job named "
+                                                "JOB (repeatable; a plain URL serves every other job).")] = None,
     db: DbOpt = None,
 ):
     """Run queued jobs for this host's device class, each exactly as `runner submit` would, until stopped.
@@ -76,18 +106,24 @@ def agent(
     Finished runs go through a local outbox ($DEVCOMPARE_OUTBOX), so a store outage loses nothing; SIGTERM or
     Ctrl-C hands the current job back to the queue. Exit code 3: runs are left in the outbox.
 
+    A serving job is measured through --endpoint (the engine runs already, e.g. `vllm serve MODEL --port 8000`);
+    one this agent has no endpoint for fails its attempt with that reason, and the agent goes on.
+
     Example: runner agent --device 910B3 --db postgresql://runner@db-host/devcompare
+
+    Example: runner agent --device A100 --endpoint http://127.0.0.1:8000 --endpoint serving-demo=http://127.0.0.1:8001
     """
     from db.engine import make_engine
     from runner import devices
     from runner.fleet.agent import Agent
     from runner.tp.launch import Nodes
 
+    endpoints = parse_endpoints(endpoint)  # a typo fails before the device probe and any claim
     nodes = Nodes(nnodes, node_rank, master_addr, master_port)
     dev = devices.detect(device)
     agent = Agent(make_engine(db), dev, name=name, model_path=model_path, poll_s=poll_interval,
                   heartbeat_s=heartbeat, stale_after_s=stale_after, once=once, console=err, nodes=nodes,
-                  nproc_per_node=nproc_per_node)
+                  nproc_per_node=nproc_per_node, endpoints=endpoints)
     raise typer.Exit(agent.follow() if nodes.rank > 0 else agent.serve())
 
 

@@ -80,13 +80,13 @@ def submit(
         from db.engine import open_store
 
         engine = open_store(db)  # fail before the model loads, not after an hour of work
-    from runner.submit import submit_job
-
     if endpoint is not None or spec.serving is not None:  # a serving job: the engine is measured, not loaded here
-        from runner import serving
+        from runner import serving  # (not runner.submit: a client of a remote engine never imports torch)
 
         doc = serving.run(spec, dev, endpoint, model_path=model_path, console=err)
     else:
+        from runner.submit import submit_job
+
         doc = submit_job(spec, dev, model_path=model_path, console=err, nodes=nodes)
     if doc is None:
         err.print(f"node {nodes.rank} of {nodes.count}: its ranks finished; node 0 writes the run", highlight=False)

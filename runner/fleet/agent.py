@@ -22,7 +22,11 @@ Across hosts: agents started with --nnodes N form one group. Node 0's agent clai
 a job of exactly N x --nproc-per-node ranks across the group (smaller jobs on its own host); the agents of nodes
 1..N-1 claim nothing and keep joining node 0's rendezvous, their ranks taking node 0's job.
 
-Run: runner agent --device 910B3 [--once] [--poll-interval 5]
+A serving job (one with a [serving] section) is measured through the endpoint the agent was given for it
+(`--endpoint URL` for every serving job, `--endpoint JOB=URL` for the job named JOB), as `runner submit --endpoint`
+measures it; a serving job this agent has no endpoint for fails its attempt with that reason.
+
+Run: runner agent --device 910B3 [--once] [--poll-interval 5] [--endpoint http://127.0.0.1:8000]
      runner agent --device A100 --nnodes 2 --node-rank 0|1 --master-addr HOST0 --nproc-per-node 8
 """
 from __future__ import annotations
@@ -51,13 +55,15 @@ def one_line(error: BaseException) -> str:
 class Agent:
     def __init__(self, engine, device, *, name: str | None = None, model_path: str | None = None,
                  outbox_dir=None, poll_s: float = 5.0, heartbeat_s: float = 10.0, stale_after_s: float = 120.0,
-                 once: bool = False, console: Console | None = None, nodes=None, nproc_per_node: int | None = None):
+                 once: bool = False, console: Console | None = None, nodes=None, nproc_per_node: int | None = None,
+                 endpoints: dict[str | None, str] | None = None):
         if poll_s <= 0:
             raise UserError(f"--poll-interval must be positive, got {poll_s:g}")
         if not 0 < heartbeat_s < stale_after_s:
             raise UserError(f"--heartbeat ({heartbeat_s:g} s) must be positive and shorter than --stale-after "
                             f"({stale_after_s:g} s), or live jobs would be requeued")
         self.engine, self.device, self.model_path, self.outbox_dir = engine, device, model_path, outbox_dir
+        self.endpoints = endpoints or {}  # job name (None: every serving job) -> URL
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.poll_s, self.heartbeat_s, self.stale_after_s, self.once = poll_s, heartbeat_s, stale_after_s, once
         self.console = console or Console(stderr=True, soft_wrap=True)
@@ -242,7 +248,6 @@ class Agent:
     def _run(self, claim) -> None:
         from db import queue
         from runner.spec import parse_spec
-        from runner.submit import submit_job
 
         if self._stop.is_set():  # the signal came between the claim and here
             self._hand_back(claim, "stop requested")
@@ -256,9 +261,7 @@ class Agent:
             try:
                 if self._stop.is_set():  # the signal came while the job was being claimed
                     raise HandBack("stop requested")
-                spec = parse_spec(claim.spec)
-                doc = submit_job(spec, self.device, model_path=self.model_path, console=self.console,
-                                 nodes=self._nodes_for(spec.model.tensor_parallel))
+                doc = self._measure(parse_spec(claim.spec))
             finally:
                 self._in_job = False
         except HandBack as signame:
@@ -278,6 +281,21 @@ class Agent:
             return
         self.ran += 1
         self._deliver(claim, doc)
+
+    def _measure(self, spec) -> dict:
+        """The job's run document: through this agent's endpoint for a serving job, else as `runner submit` runs it."""
+        if spec.serving is not None:
+            from runner import serving
+
+            endpoint = self.endpoints.get(spec.name, self.endpoints.get(None))
+            if endpoint is None:
+                raise UserError(f"serving job {spec.name!r} needs an endpoint: start the agent with --endpoint URL "
+                                f"(or --endpoint {spec.name}=URL)")
+            return serving.run(spec, self.device, endpoint, model_path=self.model_path, console=self.console)
+        from runner.submit import submit_job
+
+        return submit_job(spec, self.device, model_path=self.model_path, console=self.console,
+                          nodes=self._nodes_for(spec.model.tensor_parallel))
 
     def _nodes_for(self, size: int):
         """The whole group for a job of exactly its size; this host alone for one that fits here."""

@@ -26,7 +26,7 @@ DESCRIBE_TIMEOUT_S = 10.0
 def run(spec: JobSpec, device, endpoint: str | None, *, model_path: str | None = None,
         console: Console | None = None) -> dict:
     """Measure the job against the server at `endpoint`; returns the validated run document."""
-    from runner import environment, models
+    from runner import models
 
     if spec.serving is None:
         raise UserError(f"job {spec.name!r} has no [serving] section: --endpoint measures serving jobs "
@@ -36,13 +36,13 @@ def run(spec: JobSpec, device, endpoint: str | None, *, model_path: str | None =
                         "(or start one with `runner serve`)")
     console = console or Console(stderr=True)
     client.base_url(endpoint)  # a malformed URL fails before the tokenizer loads
-    prompts = workload.Prompts(spec.serving, _tokenizer(models.resolve(spec.model, model_path)), spec.seed)
+    prompts = workload.Prompts(spec.serving, workload.Tokenizer(models.resolve(spec.model, model_path)), spec.seed)
     started = rundoc.now()
     measured = asyncio.run(measure(spec, endpoint, prompts, console))
     doc = rundoc.new_document(
         device={"class": device.device_class, "type": device.type, "name": device.name,
                 "count": spec.model.tensor_parallel},
-        environment=environment.capture(device), job_name=spec.name, fingerprint=spec.fingerprint,
+        environment=host_environment(device), job_name=spec.name, fingerprint=spec.fingerprint,
         spec=spec.to_dict(), started_at=started)
     doc["environment"]["server"] = measured.pop("server")
     doc["humaneval"] = measured.pop("humaneval")
@@ -51,12 +51,26 @@ def run(spec: JobSpec, device, endpoint: str | None, *, model_path: str | None =
     return rundoc.validate(doc)
 
 
-def _tokenizer(model_dir):
-    from transformers import AutoTokenizer
-    from transformers.utils import logging
+def host_environment(device) -> dict:
+    """This host, keyed as runner.environment.capture keys it, without importing torch: the engine, not this process,
+    runs the model (its own description is `environment.server`), so library versions are the installed
+    distributions' and no torch setting of this process applies."""
+    import os
+    import platform
+    import socket
+    import sys
 
-    logging.set_verbosity_error()
-    return AutoTokenizer.from_pretrained(model_dir)
+    from runner import environment as env
+    from runner.devices import cpu_model
+
+    drivers = {"cuda": env.nvidia_driver_version, "npu": env.npu_driver_version}
+    return {"host": socket.gethostname(), "os": platform.platform(), "cpu_model": cpu_model(),
+            "cpu_count": os.cpu_count(), "memory_bytes": env._memory_bytes(), "python": sys.version.split()[0],
+            **{key: env._version(dist) for key, dist in (("torch", "torch"), ("transformers", "transformers"),
+                                                          ("torch_npu", "torch-npu"))},
+            "cann": None, "cuda": None, "driver": drivers[device.type]() if device.type in drivers else None,
+            "project_commit": env.git_commit(),
+            "settings": {k: os.environ[k] for k in env.SPEED_ENV_VARS if k in os.environ}, "torch_threads": None}
 
 
 async def measure(spec: JobSpec, endpoint: str, prompts: workload.Prompts, console: Console) -> dict:
@@ -88,8 +102,7 @@ async def measure(spec: JobSpec, endpoint: str, prompts: workload.Prompts, conso
         records = []
         for level in load.levels(s.concurrency, s.rates):
             r, texts = await level_run(level, s.requests, level.label)
-            records.append(summary.summarize(r, asked_tokens=s.output_tokens, prompt_tokens=[prompts.count(t)
-                                             for t in texts], count_tokens=prompts.count,
+            records.append(summary.summarize(r, asked_tokens=s.output_tokens, prompts=texts, count_tokens=prompts.count,
                                              slo_ttft_ms=s.slo_ttft_ms, slo_tpot_ms=s.slo_tpot_ms))
             console.print(describe_level(level, records[-1]), highlight=False)
         if not any(r["completed"] for r in records):

@@ -42,10 +42,10 @@ def output_tokens(o: Outcome, count_tokens: Callable[[str], int]) -> tuple[int, 
     return count_tokens(o.text), "tokenizer"
 
 
-def summarize(run: LevelRun, *, asked_tokens: int, prompt_tokens: list[int], count_tokens: Callable[[str], int],
+def summarize(run: LevelRun, *, asked_tokens: int, prompts: list[str], count_tokens: Callable[[str], int],
               slo_ttft_ms: float | None, slo_tpot_ms: float | None) -> dict:
-    """The level's record. `prompt_tokens[i]` is request i's prompt length by the tokenizer (used where the server
-    reports no usage)."""
+    """The level's record. `prompts[i]` is request i's prompt, counted by `count_tokens` only where the server
+    reports no usage (so a server that reports it needs no tokenizer here)."""
     ok = [(i, o) for i, o in enumerate(run.outcomes) if o.reason is None]
     counted = [output_tokens(o, count_tokens) for _, o in ok]
     ttft, tpot, e2e, itl, good = [], [], [], [], 0
@@ -60,7 +60,7 @@ def summarize(run: LevelRun, *, asked_tokens: int, prompt_tokens: list[int], cou
         itl.extend((b - a) * 1000 for a, b in zip(o.chunks, o.chunks[1:]))
         good += ((slo_ttft_ms is None or ttft[-1] <= slo_ttft_ms) and (slo_tpot_ms is None or per_token <= slo_tpot_ms))
     out_total = sum(n for n, _ in counted)
-    in_total = sum(o.prompt_tokens if o.prompt_tokens is not None else prompt_tokens[i] for i, o in ok)
+    in_total = sum(o.prompt_tokens if o.prompt_tokens is not None else count_tokens(prompts[i]) for i, o in ok)
     sources = sorted({s for _, s in counted})
     seconds = run.seconds
     return {

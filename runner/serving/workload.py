@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from functools import cache
+from pathlib import Path
 
 from runner.serving.client import MAX_STOP
 from runner.spec import ServingSpec
@@ -21,10 +22,55 @@ def _problem_prompts() -> tuple[str, ...]:
     return tuple(p["prompt"] for p in all_problems().values())
 
 
-class Prompts:
-    """The job's prompt maker: `make(n, key)` gives n prompts for the level (or warm-up) named `key`."""
+class Tokenizer:
+    """The model's tokenizer, loaded on first use: `tokenizers`' own from tokenizer.json where the model has one
+    (transformers' AutoTokenizer imports torch, which a client of a remote engine has no use for), else
+    transformers'. Chat templates always come from transformers'."""
 
-    def __init__(self, s: ServingSpec, tokenizer, seed: int):
+    def __init__(self, model_dir: Path):
+        self.model_dir = Path(model_dir)
+        self._fast = self._full = None
+
+    def full(self):
+        if self._full is None:
+            from transformers import AutoTokenizer
+            from transformers.utils import logging
+
+            logging.set_verbosity_error()
+            self._full = AutoTokenizer.from_pretrained(self.model_dir)
+        return self._full
+
+    def _light(self):
+        """`tokenizers`' own, or None where the model has no tokenizer.json."""
+        if self._fast is None:
+            path = self.model_dir / "tokenizer.json"
+            if path.is_file():
+                from tokenizers import Tokenizer as Fast
+
+                self._fast = Fast.from_file(str(path))
+            else:
+                self._fast = False
+        return self._fast or None
+
+    def encode(self, text: str) -> list[int]:
+        fast = self._light()
+        if fast is None:
+            return self.full()(text, add_special_tokens=False)["input_ids"]
+        return fast.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        fast = self._light()
+        return self.full().decode(ids) if fast is None else fast.decode(ids, skip_special_tokens=False)
+
+    def apply_chat_template(self, *args, **kwargs):
+        return self.full().apply_chat_template(*args, **kwargs)
+
+
+class Prompts:
+    """The job's prompt maker: `make(n, key)` gives n prompts for the level (or warm-up) named `key`. `tokenizer`
+    (a Tokenizer) is only touched by synthetic prompts, instruct chat templates and counts the server left out."""
+
+    def __init__(self, s: ServingSpec, tokenizer: Tokenizer, seed: int):
         self.spec, self.tokenizer, self.seed = s, tokenizer, seed
         self._ids: list[int] | None = None
 
@@ -35,7 +81,7 @@ class Prompts:
             first = rng.randrange(len(texts))
             return [texts[(first + i) % len(texts)] for i in range(n)]
         if self._ids is None:
-            self._ids = self.tokenizer("\n".join(texts), add_special_tokens=False)["input_ids"]
+            self._ids = self.tokenizer.encode("\n".join(texts))
             while len(self._ids) <= size:
                 self._ids = self._ids + self._ids
         starts = [rng.randrange(len(self._ids) - size) for _ in range(n)]
@@ -43,7 +89,7 @@ class Prompts:
 
     def count(self, text: str) -> int:
         """Tokens in `text` by the model's tokenizer (where the server reports no usage)."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer.encode(text))
 
 
 def body(s: ServingSpec, model: str, prompt: str, caps: dict, *, max_tokens: int, seed: int, force: bool = True,
