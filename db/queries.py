@@ -7,7 +7,7 @@ come from db/compare.py, the statistics from db/stats.py.
 
 Example:
     with session_scope(open_store(url)) as s:
-        view = comparison(s, "40fe0632ad0e366a", "910B3", "A100")
+        view = comparison(s, "503d79e90157b72b", "910B3", "A100")
         view["accuracy_table"], view["accuracy_test"], view["speed_intervals"]
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ only words and lays them out.
 
 Example:
     with session_scope(open_store(url)) as s:
-        print(render(build(s, "40fe0632ad0e366a", "910B3", "A100"), lang="zh", fmt="markdown"))
+        print(render(build(s, "503d79e90157b72b", "910B3", "A100"), lang="zh", fmt="markdown"))
 """
 from __future__ import annotations
 

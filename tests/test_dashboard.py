@@ -24,7 +24,7 @@ APP = str(Path(__file__).resolve().parent.parent / "dashboard" / "app.py")
 PAGES = ("views/overview.py", "views/compare.py", "views/trends.py", "views/problems.py", "views/runs.py",
          "views/alerts.py")
 COMPARE = "views/compare.py"
-REFERENCE_FP = "40fe0632ad0e366a"
+REFERENCE_FP = "503d79e90157b72b"
 MEASURED_FP = "0123456789abcdef"
 T0 = dt.datetime(2025, 3, 1, tzinfo=dt.timezone.utc)
 # the measured job: 10 problems; 910B3 passes 0-5, A100 passes 0-3 and 6 -> 2 vs 1 discordant, McNemar p = 1

@@ -150,7 +150,7 @@ def test_compare_pick_a_pair_and_download_the_csv(dashboard_url, page):
     page.goto(dashboard_url + "compare", wait_until="domcontentloaded")
     page.get_by_text("Copy or download").wait_for(timeout=60_000)  # the page's last section: all rendered
     page.get_by_role("cell", name="0.5455", exact=True).first.wait_for(timeout=30_000)  # the measured job
-    pick(page, "Job", "codellama-34b-instruct · CodeLlama-34b-Instruct-hf · 40fe0632ad0e366a · 910B3, A100")
+    pick(page, "Job", "codellama-34b-instruct · CodeLlama-34b-Instruct-hf · 503d79e90157b72b · 910B3, A100")
     page.get_by_role("cell", name="0.5397", exact=True).first.wait_for(timeout=30_000)
     settle(page, "compare")
     assert ["passed", "54", "53", "1.0189"] in cells(page) and ["ratio", "1", "0.0683", "0.5397"] in cells(page)

@@ -144,7 +144,7 @@ def test_compare_pair_follows_the_job_and_says_what_is_missing(seeded, reference
     at = app(COMPARE)
     at.selectbox(key="job").set_value(REFERENCE_FP).run()
     # short enough to show whole in the picker: no organisation before the model, no run counts
-    assert "codellama-34b-instruct · CodeLlama-34b-Instruct-hf · 40fe0632ad0e366a · 910B3, A100" in \
+    assert "codellama-34b-instruct · CodeLlama-34b-Instruct-hf · 503d79e90157b72b · 910B3, A100" in \
         at.selectbox(key="job").options
     at.selectbox(key="job").set_value("5a5a5a5a5a5a5a5a").run()
     assert not at.exception

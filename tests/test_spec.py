@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import UserError
-from runner.spec import fingerprint, load_spec, parse_spec
+from runner.spec import PrecisionSpec, fingerprint, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parent.parent
 JOBS = sorted((REPO / "jobs").glob("*.toml"))
@@ -81,7 +81,10 @@ def test_fingerprint_ignores_what_cannot_change_a_result():
 def test_fingerprint_is_stable_across_releases():
     """Pinned: a change here silently splits every team's history into two jobs. Change only on purpose."""
     spec = load_spec(REPO / "jobs" / "codellama-34b-instruct.toml")
-    assert spec.fingerprint == "40fe0632ad0e366a"
+    assert spec.precision == PrecisionSpec()  # the shipped job reads per-layer precision at the default settings
+    assert spec.fingerprint == "503d79e90157b72b"
+    # the same job without the section keeps the fingerprint it had before the section existed
+    assert dataclasses.replace(spec, precision=None).fingerprint == "40fe0632ad0e366a"
 
 
 # every fingerprinted field, with a different valid value
