@@ -188,6 +188,36 @@ def sandbox_protections() -> list[str]:
     return pool.active_protections()
 
 
+def samples(spec: HumanEvalSpec, tokenizer) -> tuple[list[dict], list[dict], list[str]]:
+    """(problems, one problem per sample in order: spec.samples_per_problem each, their prompts)."""
+    problems = select_problems(spec)
+    jobs = [p for p in problems for _ in range(spec.samples_per_problem)]
+    return problems, jobs, [build_prompt(p, spec.prompt_style, tokenizer) for p in jobs]
+
+
+def record(spec: HumanEvalSpec, problems: list[dict], results: list[dict], *, generation_s: float,
+           execution_s: float, agreement: dict | None = None) -> dict:
+    """The `humaneval` section of a run document from one result per sample, in the order of `samples`:
+    {"completion", "passed", "verdict", "generated_tokens", "generation_s", "exec_s"}."""
+    from runner.humaneval.passk import pass_at_ks
+
+    rows, counts = [], {}
+    for i, result in enumerate(results):
+        task = problems[i // spec.samples_per_problem]["task_id"]
+        n, k = counts.get(task, (0, 0))
+        counts[task] = (n + 1, k + int(result["passed"]))
+        rows.append({"task_id": task, "sample": i % spec.samples_per_problem, **result})
+    return {
+        "problems": len(problems), "samples_per_problem": spec.samples_per_problem,
+        "passed": sum(1 for c in counts.values() if c[1] > 0),  # problems with at least one passing sample
+        "pass_at_k": pass_at_ks(counts, spec.k),
+        "generation_s": round(generation_s, 3), "execution_s": round(execution_s, 3),
+        "batch_agreement": agreement,
+        "sandbox": sandbox_protections(),
+        "results": rows,
+    }
+
+
 def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, progress=None,
         lead: bool = True) -> dict | None:
     """The `humaneval` section of a run document. `progress(phase, total)` returns a step callback.
@@ -195,11 +225,7 @@ def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, pro
     Under tensor parallel every rank generates (the model calls are collective) and only rank 0 executes
     (`lead=False` elsewhere, returning None).
     """
-    from runner.humaneval.passk import pass_at_ks
-
-    problems = select_problems(spec)
-    jobs = [p for p in problems for _ in range(spec.samples_per_problem)]
-    prompts = [build_prompt(p, spec.prompt_style, tokenizer) for p in jobs]
+    problems, jobs, prompts = samples(spec, tokenizer)
     t0 = time.perf_counter()
     outs = generate(model, tokenizer, prompts, spec, torch_device, seed,
                     step=progress("generating", len(prompts)) if progress else None)
@@ -214,20 +240,7 @@ def run(model, tokenizer, spec: HumanEvalSpec, torch_device: str, seed: int, pro
     verdicts = execute(list(zip(jobs, completions)), spec.timeout_s,
                        step=progress("executing", len(jobs)) if progress else None)
     execution_s = time.perf_counter() - t0
-    results, counts = [], {}
-    for i, (p, o, c, v) in enumerate(zip(jobs, outs, completions, verdicts)):
-        n, k = counts.get(p["task_id"], (0, 0))
-        counts[p["task_id"]] = (n + 1, k + int(v["passed"]))
-        results.append({"task_id": p["task_id"], "sample": i % spec.samples_per_problem, "completion": c,
-                        "passed": v["passed"], "verdict": v["result"], "generated_tokens": len(o["tokens"]),
-                        "generation_s": round(o["generation_s"], 4), "exec_s": round(v["exec_s"], 4)})
-    passed = sum(1 for c in counts.values() if c[1] > 0)
-    return {
-        "problems": len(problems), "samples_per_problem": spec.samples_per_problem,
-        "passed": passed,  # problems with at least one passing sample (with one sample: passing problems)
-        "pass_at_k": pass_at_ks(counts, spec.k),
-        "generation_s": round(generation_s, 3), "execution_s": round(execution_s, 3),
-        "batch_agreement": agreement,
-        "sandbox": sandbox_protections(),
-        "results": results,
-    }
+    results = [{"completion": c, "passed": v["passed"], "verdict": v["result"], "generated_tokens": len(o["tokens"]),
+                "generation_s": round(o["generation_s"], 4), "exec_s": round(v["exec_s"], 4)}
+               for o, c, v in zip(outs, completions, verdicts)]
+    return record(spec, problems, results, generation_s=generation_s, execution_s=execution_s, agreement=agreement)

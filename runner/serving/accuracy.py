@@ -15,11 +15,8 @@ from runner.spec import HumanEvalSpec, ServingSpec
 async def run(send_one, s: ServingSpec, he: HumanEvalSpec, model: str, caps: dict, prompts: workload.Prompts,
               seed: int, concurrency: int, deadline: float) -> dict:
     """The run document's `humaneval` section. `send_one(payload, outcome)` streams one request."""
-    from runner.humaneval.passk import pass_at_ks
-
-    problems = generation.select_problems(he)
-    jobs = [p for p in problems for _ in range(he.samples_per_problem)]
-    texts = [generation.build_prompt(p, he.prompt_style, prompts.tokenizer) for p in jobs]
+    # the tokenizer only for an instruct chat template: completion prompts are the problems' own text
+    problems, jobs, texts = generation.samples(he, prompts.tokenizer)
     bodies = [workload.body(s, model, t, caps, max_tokens=he.max_new_tokens, seed=seed + i, force=False,
                             stop=he.stop, temperature=he.temperature, top_p=he.top_p) for i, t in enumerate(texts)]
     t0 = time.perf_counter()
@@ -32,23 +29,16 @@ async def run(send_one, s: ServingSpec, he: HumanEvalSpec, model: str, caps: dic
     t0 = time.perf_counter()
     verdicts = dict(zip(done, generation.execute([(jobs[i], completions[i]) for i in done], he.timeout_s)))
     execution_s = time.perf_counter() - t0
-    results, counts = [], {}
-    for i, problem in enumerate(jobs):
-        o, v = outcomes[i], verdicts.get(i)
+    results = []
+    for i, o in enumerate(outcomes):
+        v = verdicts.get(i)
         why = "not sent: time limit" if o is None else f"not generated: {o.reason}: {o.example}"
-        passed = bool(v and v["passed"])
-        n, k = counts.get(problem["task_id"], (0, 0))
-        counts[problem["task_id"]] = (n + 1, k + passed)
-        results.append({"task_id": problem["task_id"], "sample": i % he.samples_per_problem,
-                        "completion": completions.get(i, ""), "passed": passed,
+        results.append({"completion": completions.get(i, ""), "passed": bool(v and v["passed"]),
                         "verdict": v["result"] if v else why,
                         "generated_tokens": workload_tokens(o, prompts) if v else None,
                         "generation_s": round(o.end - o.start, 4) if v else None,
                         "exec_s": round(v["exec_s"], 4) if v else None})
-    return {"problems": len(problems), "samples_per_problem": he.samples_per_problem,
-            "passed": sum(1 for _, k in counts.values() if k > 0), "pass_at_k": pass_at_ks(counts, he.k),
-            "generation_s": round(generation_s, 3), "execution_s": round(execution_s, 3), "batch_agreement": None,
-            "sandbox": generation.sandbox_protections(), "results": results}
+    return generation.record(he, problems, results, generation_s=generation_s, execution_s=execution_s)
 
 
 def workload_tokens(o: Outcome, prompts: workload.Prompts) -> int:
