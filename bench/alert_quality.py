@@ -138,17 +138,20 @@ def fresh_store(workdir: Path, copy_of: Path):
 def judge(engine) -> dict:
     """`runner alerts check`'s code on the store, then the decode series' verdicts (the same functions the check
     runs per series) and the stored alerts of both speed series."""
+    from sqlalchemy import select
+
     from db.alerts import ci, config
     from db.alerts.detect import evaluate_series
-    from db.alerts.evaluate import runs_by_job
     from db.alerts.listing import alerts
-    from db.alerts.series import SeriesKey, series_points
+    from db.alerts.series import SeriesKey, load_runs, series_points
     from db.engine import session_scope
+    from db.models import Run
 
     cfg = config.load_config(None)
     result = ci.check(engine, cfg, ((CANDIDATE, BASELINE),))
     with session_scope(engine) as s:
-        (fp, runs), = runs_by_job(s, [CANDIDATE, BASELINE]).items()
+        (fp,) = s.scalars(select(Run.fingerprint).distinct())
+        runs = load_runs(s, Run.device_class.in_([CANDIDATE, BASELINE]))
         keys = {m: SeriesKey(fp, m, CANDIDATE, BASELINE, 1) for m in SPEEDS}
         rows = {m: alerts(s, str(k)) for m, k in keys.items()}
         verdicts = evaluate_series(series_points(runs, keys["decode_tokens_per_s"], {}),

@@ -36,6 +36,8 @@ class Metric:
     headline: bool = False  # a row or column of the comparison table, a trend and an alert series
     # overrides of the default alert rule (db.alerts.detect.MetricRule fields); MappingProxy keeps the registry frozen
     alert: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    # serving: an alert series per load level (not headline: the tables and trends of serving are per level)
+    alerted: bool = False
     # a serving latency is a distribution over requests: stored as its median plus these percentiles (name_p90, ...)
     quantiles: tuple[str, ...] = ()
 
@@ -61,11 +63,12 @@ REGISTRY: tuple[Metric, ...] = (
     Metric("bandwidth_util", "bandwidth utilisation", "", "perf", kind="fraction"),
     # serving (an engine behind an OpenAI-compatible endpoint, per concurrency level or request rate); names and
     # definitions follow vLLM's `bench serve`: TPOT excludes the first token, ITL is the gap between streamed chunks
-    *(Metric(f"serving_{short}_ms", label, "ms", "serving", higher_is_better=False, quantiles=("p90", "p99"))
+    *(Metric(f"serving_{short}_ms", label, "ms", "serving", higher_is_better=False, quantiles=("p90", "p99"),
+             alerted=short in ("ttft", "tpot"))
       for short, label in (("ttft", "time to first token"), ("tpot", "time per output token"),
                            ("itl", "inter-token latency"), ("e2e", "end-to-end latency"))),
     Metric("request_throughput", "request throughput", "requests/s", "serving"),
-    Metric("output_throughput", "output token throughput", "tokens/s", "serving"),
+    Metric("output_throughput", "output token throughput", "tokens/s", "serving", alerted=True),
     # requests/s that met every SLO the job sets (TTFT and TPOT limits); missing when the job sets none
     Metric("goodput", "goodput", "requests/s", "serving"),
     Metric("failed_requests", "failed requests", "", "serving", higher_is_better=False, kind="count"),
@@ -77,9 +80,10 @@ HEADLINE: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.headline)  # table
 ACCURACY_ROWS: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.source == "humaneval")  # the accuracy table
 SPEED: tuple[Metric, ...] = tuple(m for m in HEADLINE if m.source == "perf")  # the speed table's columns
 TIMED: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.timed)
-# the serving table's rows per level; not headline: trends and alert series are built per batch size, and a
-# serving series would be per load level
+# the serving table's rows per level; not headline: trends are built per batch size (the alerted ones are alert
+# series per load level)
 SERVING: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.source == "serving")
+SERVING_ALERTS: tuple[Metric, ...] = tuple(m for m in SERVING if m.alerted)  # alert series per load level
 ENERGY: tuple[Metric, ...] = tuple(m for m in REGISTRY if m.source == "energy")  # per batch size, from run.extra
 
 

@@ -192,6 +192,7 @@ class Alert(Base):
     candidate_device: Mapped[str] = mapped_column(String(32))
     baseline_device: Mapped[str] = mapped_column(String(32))
     batch_size: Mapped[Optional[int]]
+    level: Mapped[Optional[str]] = mapped_column(String(32))  # serving metrics: the load level, "c4" or "r2.5"
     opened_candidate_run: Mapped[str] = mapped_column(String(36))
     opened_baseline_run: Mapped[str] = mapped_column(String(36))
     latest_candidate_run: Mapped[str] = mapped_column(String(36))
@@ -208,6 +209,19 @@ class Alert(Base):
     updated_at: Mapped[UtcTime]
 
     __table_args__ = (UniqueConstraint("series", "opened_candidate_run", "opened_baseline_run"),)
+
+
+class AlertSeriesState(Base):
+    """Where alert judging stopped for one job and device pair (db.alerts.checkpoint): the last run judged, what the
+    checks that it still holds read, and each series' detector state, so an evaluation after a push judges only the
+    runs that arrived since. Written in the evaluation's transaction; `runner alerts check --rebuild` rewrites it."""
+
+    __tablename__ = "alert_series_state"
+
+    fingerprint: Mapped[str] = mapped_column(String(16), primary_key=True)
+    candidate_device: Mapped[str] = mapped_column(String(32), primary_key=True)
+    baseline_device: Mapped[str] = mapped_column(String(32), primary_key=True)
+    data: Mapped[Json]
 
 
 class Annotation(Base):

@@ -255,8 +255,11 @@ reason = "CANN upgrade in progress"
 
 
 def test_default_rules_come_from_the_metric_registry():
-    assert set(DEFAULT_RULES) == {"pass_at_1", "first_token_tokens_per_s", "decode_tokens_per_s"}
+    assert set(DEFAULT_RULES) == {"pass_at_1", "first_token_tokens_per_s", "decode_tokens_per_s",
+                                  "serving_ttft_ms", "serving_tpot_ms", "output_throughput"}
     assert DEFAULT_RULES["pass_at_1"].paired_alpha == 0.05 and DEFAULT_RULES["decode_tokens_per_s"].higher_is_better
+    # serving latencies: a rise is the regression; throughput: a fall
+    assert not DEFAULT_RULES["serving_ttft_ms"].higher_is_better and DEFAULT_RULES["output_throughput"].higher_is_better
 
 
 @pytest.mark.parametrize("text, message", [

@@ -24,8 +24,9 @@ class CheckResult:
     failing: list[dict]  # the active ones that fail CI: neither acknowledged nor suppressed
 
 
-def check(engine, cfg: AlertConfig, device_pairs: tuple[tuple[str, str], ...]) -> CheckResult:
-    changes = evaluate_and_deliver(engine, None, cfg, device_pairs)
+def check(engine, cfg: AlertConfig, device_pairs: tuple[tuple[str, str], ...], rebuild: bool = False) -> CheckResult:
+    """`rebuild`: judge every job from its first run, not from its checkpoint (db.alerts.checkpoint)."""
+    changes = evaluate_and_deliver(engine, None, cfg, device_pairs, rebuild)
     now = dt.datetime.now(dt.timezone.utc)
     with session_scope(engine) as session:
         active = [a for a in listed(session) if a["state"] == "active"]

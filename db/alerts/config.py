@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from core.errors import UserError
-from core.metrics import HEADLINE
+from core.metrics import HEADLINE, SERVING_ALERTS
 from core.rules import DEFAULT_PAIR
 from core.toml import build, read_toml
 
@@ -71,10 +71,11 @@ class MetricRule:
         return f"{side} {'fell' if fell else 'rose'}"
 
 
-# Every headline metric is an alert series; its registry entry says which direction is better and what differs
-# from the common rule (pass@1 adds the paired test, since it moves in steps of one problem).
+# Every headline metric, and every alerted serving metric, is an alert series; its registry entry says which
+# direction is better and what differs from the common rule (pass@1 adds the paired test, since it moves in steps
+# of one problem).
 DEFAULT_RULES: dict[str, MetricRule] = {
-    m.name: replace(MetricRule(higher_is_better=m.higher_is_better), **m.alert) for m in HEADLINE}
+    m.name: replace(MetricRule(higher_is_better=m.higher_is_better), **m.alert) for m in (*HEADLINE, *SERVING_ALERTS)}
 
 
 @dataclass(frozen=True)
@@ -146,7 +147,7 @@ def _suppression(entry, where: str) -> Suppression:
                         f"got {until!r}")
     e = build(_SuppressEntry, {**entry, **({"until": until.isoformat()} if until else {})}, where)
     if not e.pattern or len(e.pattern.split("/")) > 4:
-        raise UserError(f"{where}.pattern: expected \"fingerprint/metric/CAND-vs-BASE[/bsN]\" with wildcards, "
+        raise UserError(f"{where}.pattern: expected \"fingerprint/metric/CAND-vs-BASE[/bsN|/cN|/rX]\" with wildcards, "
                         f"got {e.pattern!r}")
     return Suppression(e.pattern, dt.datetime.fromisoformat(e.until), e.reason)
 

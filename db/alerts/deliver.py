@@ -34,7 +34,7 @@ from core.errors import UserError
 from db.alerts.config import AlertConfig, configured, pairs, suppressed_by
 from db.alerts.detect import Episode
 from db.alerts.evaluate import Change, evaluate
-from db.alerts.series import SeriesKey
+from db.alerts.series import SeriesKey, level_label
 from db.engine import session_scope
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,8 @@ def build_payload(key: SeriesKey, alert: Episode, previous_state: str | None, *,
             for v in (*alert.verdicts, *([alert.closed_by] if alert.closed_by else []))]
     job = job_name or key.fingerprint
     where = f"{key.candidate_device} vs {key.baseline_device}" + (
-        f", batch {key.batch_size}" if key.batch_size is not None else "")
+        f", batch {key.batch_size}" if key.batch_size is not None else "") + (
+        f", {level_label(key.level)}" if key.level is not None else "")
     text = (f"[{alert.state.upper()}] {key.metric} ratio {shown.ratio:.4g} vs usual {shown.usual_ratio:.4g} "
             f"({shown.change_pct:+.1f}%) for {job} ({where})")
     if alert.state in ("suspected", "active") and alert.moved:
@@ -96,6 +97,7 @@ def build_payload(key: SeriesKey, alert: Episode, previous_state: str | None, *,
         "job": {"name": job_name, "fingerprint": key.fingerprint},
         "devices": {"candidate": key.candidate_device, "baseline": key.baseline_device},
         "batch_size": key.batch_size,
+        "level": key.level,  # serving metrics: "c4" (concurrency 4), "r2.5" (2.5 requests/s)
         "baseline_ratio": _finite(shown.usual_ratio),
         "new_ratio": _finite(shown.ratio),
         "change_pct": _finite(shown.change_pct),
@@ -160,11 +162,13 @@ def deliver(changes: Iterable[Change], cfg: AlertConfig) -> int:
 
 
 def evaluate_and_deliver(engine, fingerprints: list[str] | None = None, cfg: AlertConfig | None = None,
-                         device_pairs: tuple[tuple[str, str], ...] | None = None) -> list[Change]:
-    """Judge the affected series in one transaction, then deliver; returns the changes."""
+                         device_pairs: tuple[tuple[str, str], ...] | None = None,
+                         rebuild: bool = False) -> list[Change]:
+    """Judge the affected series in one transaction (`rebuild`: from their first run), then deliver; returns the
+    changes."""
     cfg = cfg or configured()
     with session_scope(engine) as session:
-        changes = evaluate(session, cfg, fingerprints, device_pairs or pairs())
+        changes = evaluate(session, cfg, fingerprints, device_pairs or pairs(), rebuild)
     deliver(changes, cfg)
     return changes
 

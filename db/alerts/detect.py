@@ -225,71 +225,108 @@ class _Reference:
         return max(stat, rule.practical())
 
 
-class _Device:
-    """One device's accepted runs since its last annotation, and its open episode (point indices)."""
+@dataclass
+class Entry:
+    """A run of a device's open episode: its verdict, signed log change, log value, and `seq`, its place in the
+    series (points judged before it), which orders episodes by when they opened."""
+
+    verdict: Verdict
+    change: float
+    log: float
+    seq: int
+    index: int | None = None  # its place in Detector.verdicts; None for a run judged before the detector resumed
+
+
+class Device:
+    """One device's accepted runs since its last annotation (the last `window`: all a reference reads), its open
+    episode, and `seen`: its latest run the series has judged or joined."""
 
     def __init__(self, side: Side, rule: MetricRule):
         self.side, self.rule = side, rule
         self.sign = 1 if side == "candidate" else -1  # a baseline rise is a ratio fall
         self.accepted: list[float] = []
-        self.episode: list[int] = []
+        self.episode: list[Entry] = []
+        self.seen: str | None = None
 
     def accept(self, x: float) -> None:
         if math.isfinite(x):  # a run at 0 can alert but never becomes the reference
             self.accepted.append(x)
+            del self.accepted[:-self.rule.window]
 
     def reference(self) -> _Reference | None:
-        return _Reference(self.accepted[-self.rule.window:], self.rule) if self.accepted else None
+        return _Reference(self.accepted, self.rule) if self.accepted else None
 
 
 def _pct(log_change: float) -> str:
     return f"{100 * math.expm1(log_change):+.1f}%"
 
 
-def evaluate_series(points: Iterable[Point], rule: MetricRule) -> SeriesResult:
-    """Judge every run of one series in time order and collect the episodes.
+class Detector:
+    """Judges one series point by point, in time order. Everything a later verdict depends on is in `devices` and
+    `judged`, so the store can keep that (db.alerts.checkpoint) and resume with only the points that arrived since:
+    the same verdicts and episodes as judging the whole series again."""
 
-    Pure and deterministic, so the store can re-run it over the whole series after each push: a verdict depends
-    only on earlier points, and `Episode.identity` names the same episode each time. Annotating a past run can
-    make an episode vanish: the store closes it then.
-    """
-    points = sorted(points, key=lambda p: p.at)  # stable: runs that finished together keep the pairing order
-    devices = {side: _Device(side, rule) for side in ("candidate", "baseline")}
-    logs = [_log(getattr(p, p.arrived)) for p in points]
-    changes: list[float] = [math.nan] * len(points)  # each run's signed log change of the ratio
-    verdicts: list[Verdict] = []
-    episodes: list[tuple[list[int], int | None, AlertState, str | None]] = []  # (indices, closing, state, why)
-    seen: set[str] = set()
+    def __init__(self, rule: MetricRule):
+        self.rule = rule
+        self.devices = {side: Device(side, rule) for side in ("candidate", "baseline")}
+        self.judged = 0  # points judged over the whole series
+        self.verdicts: list[Verdict] = []  # judged by this detector (since it was made or resumed)
+        self.closed: list[tuple[int, Episode]] = []  # (seq of its first run, episode) closed by this detector
 
-    def significant(idx: Sequence[int]) -> tuple[bool, float | None]:
+    def episodes(self) -> list[Episode]:
+        """Episodes closed by this detector and the ones still open, in the order they opened."""
+        still = [(d.episode[0].seq, Episode(d.episode[-1].verdict.state, tuple(e.verdict for e in d.episode)))
+                 for d in self.devices.values() if d.episode]
+        return [e for _, e in sorted(self.closed + still, key=lambda se: se[0])]
+
+    def _significant(self, points: Sequence[Point]) -> tuple[bool, float | None]:
         """pass@1: McNemar over the runs' pooled discordant counts (a rerun adds evidence)."""
-        if rule.paired_alpha is None:
+        if self.rule.paired_alpha is None:
             return True, None
-        if any(points[j].discordant is None for j in idx):
+        if any(p.discordant is None for p in points):
             return False, None
-        p = mcnemar_p(sum(points[j].discordant[0] for j in idx), sum(points[j].discordant[1] for j in idx),
-                      alternative="less")
-        return p < rule.paired_alpha, p
+        p = mcnemar_p(sum(p.discordant[0] for p in points), sum(p.discordant[1] for p in points), alternative="less")
+        return p < self.rule.paired_alpha, p
 
-    def close(dev: _Device, closing: int | None, state: AlertState, why: str) -> None:
-        episodes.append((list(dev.episode), closing, state, why))
+    def _close(self, dev: Device, state: AlertState, why: str, closes: list) -> None:
         if state == "outlier":
-            for j in dev.episode:
-                dev.accept(logs[j])
-                verdicts[j] = replace(verdicts[j], state="outlier", reason=f"{verdicts[j].reason}; {why}")
+            for e in dev.episode:
+                dev.accept(e.log)
+                e.verdict = replace(e.verdict, state="outlier", reason=f"{e.verdict.reason}; {why}")
+                if e.index is not None:
+                    self.verdicts[e.index] = e.verdict
+        closes.append((list(dev.episode), state, why))
         dev.episode.clear()
 
-    for i, p in enumerate(points):
-        dev, other = devices[p.arrived], devices[p.other]
-        if p.run(p.other) not in seen:  # the series' first point: the other device's run joins unjudged
+    def feed(self, p: Point) -> Verdict:
+        """Judge the next point (its `at` not before the last one's)."""
+        dev, other = self.devices[p.arrived], self.devices[p.other]
+        if other.seen != p.run(p.other):  # the series' first point: the other device's run joins unjudged
             other.accept(_log(getattr(p, p.other)))
-            seen.add(p.run(p.other))
-        seen.add(p.run())
+            other.seen = p.run(p.other)
+        dev.seen = p.run()
+        x, closes = _log(getattr(p, p.arrived)), []
+        verdict, change, joins = self._judge(p, dev, other, x, closes)
+        self.verdicts.append(verdict)
+        for entries, state, why in closes:  # this run closed them
+            self.closed.append((entries[0].seq, Episode(state, tuple(e.verdict for e in entries), verdict, why)))
+        if joins:
+            dev.episode.append(Entry(verdict, change, x, self.judged, len(self.verdicts) - 1))
+        else:
+            dev.accept(x)
+        self.judged += 1
+        return verdict
+
+    def _judge(self, p: Point, dev: Device, other: Device, x: float, closes: list) -> tuple[Verdict, float, bool]:
+        """The run's verdict, its signed log change, and whether it joins its device's episode (else it is accepted
+        into the reference)."""
+        rule = self.rule
         if p.annotation is not None:
             if dev.episode:
-                close(dev, i, "resolved", f"annotated at {p.arrived} run {p.run()[:8]}: {p.annotation}: resolved")
+                self._close(dev, "resolved", f"annotated at {p.arrived} run {p.run()[:8]}: {p.annotation}: resolved",
+                            closes)
             dev.accepted.clear()
-        x, ref, other_ref = logs[i], dev.reference(), other.reference()
+        ref, other_ref = dev.reference(), other.reference()
         level = other_ref.centre if other_ref else _log(getattr(p, p.other))
         log_ratio = dev.sign * (x - level)
         ratio = math.exp(log_ratio)
@@ -298,13 +335,11 @@ def evaluate_series(points: Iterable[Point], rule: MetricRule) -> SeriesResult:
             why = (f"annotated at {what}: {p.annotation}; reference restarted" if p.annotation is not None else
                    f"first {p.arrived} run of the series" if math.isfinite(x) else
                    f"{what} is 0 and no earlier {p.arrived} run is above 0: nothing to compare with")
-            verdicts.append(Verdict(p, "insufficient_data", ratio, None, None, None, None, None, why))
-            dev.accept(x)
-            continue
+            return Verdict(p, "insufficient_data", ratio, None, None, None, None, None, why), math.nan, False
 
-        d = changes[i] = dev.sign * (x - ref.centre)
+        d = dev.sign * (x - ref.centre)
         bad, limit = rule.badness(d), ref.limit()
-        sig, p_value = significant([i])
+        sig, p_value = self._significant([p])
         usual = math.exp(dev.sign * (ref.centre - level))
         summary = (f"{what}: ratio {ratio:.4g} vs usual {usual:.4g}, {_pct(d)} "
                    f"(limit {rule.limit_pct(limit):+.1f}%{', static guard' if ref.spread is None else ''}"
@@ -314,49 +349,48 @@ def evaluate_series(points: Iterable[Point], rule: MetricRule) -> SeriesResult:
             return Verdict(p, state, ratio, usual, 100 * math.expm1(d), rule.limit_pct(limit), moved, p_value, why)
 
         if dev.episode:
-            was_active = verdicts[dev.episode[-1]].state == "active"
-            so_far = _mean([changes[j] for j in dev.episode])
+            was_active = dev.episode[-1].verdict.state == "active"
+            so_far = _mean([e.change for e in dev.episode])
             # a step change looks alike on each run: while suspected, a later run nearer the reference than the
             # episode so far means the episode began with a lone dip, however bad the later run is on its own
             held = bad > HOLD * limit and (was_active or bad >= rule.badness(so_far) / 2)
             if held:
-                dev.episode.append(i)
                 if was_active:
-                    verdicts.append(verdict("active", f"{summary}: still active", rule.moved(p.arrived)))
-                    continue
-                later = dev.episode[1:]  # new evidence only: the suspected run never confirms itself ...
-                mean, first = _mean([changes[j] for j in later]), changes[dev.episode[0]]
+                    return verdict("active", f"{summary}: still active", rule.moved(p.arrived)), d, True
+                # new evidence only: the suspected run never confirms itself ...
+                later = [e.change for e in dev.episode[1:]] + [d]
+                mean, first = _mean(later), dev.episode[0].change
                 limit_m = ref.limit(len(later))
                 # ... and must clear the same bar as the later runs: a level that moved shows on every run, while a
                 # far-out run right after a merely suspect one is a dip next to noise
-                state: State = ("active" if min(rule.badness(mean), rule.badness(first)) > limit_m
-                                and significant(later)[0] else "suspected")
+                confirmed = (min(rule.badness(mean), rule.badness(first)) > limit_m
+                             and self._significant([e.verdict.point for e in dev.episode[1:]] + [p])[0])
                 why = (f"{summary}; the suspected run {_pct(first)} and the {len(later)} {p.arrived} run(s) after it "
                        f"averaging {_pct(mean)} (limit {rule.limit_pct(limit_m):+.1f}% for {len(later)} run(s)): "
-                       + ("active" if state == "active" else "not confirmed yet"))
-                verdicts.append(verdict(state, why, rule.moved(p.arrived)))
-                continue
+                       + ("active" if confirmed else "not confirmed yet"))
+                return verdict("active" if confirmed else "suspected", why, rule.moved(p.arrived)), d, True
             back = (f"{what} went back: {_pct(d)} (staying needs {rule.limit_pct(HOLD * limit):+.1f}%"
                     f"{'' if was_active else f' and {_pct(so_far / 2)}, half the episode mean'})")
             if was_active:
                 why = f"{back}: resolved after {len(dev.episode)} {p.arrived} run(s) averaging {_pct(so_far)}"
-                close(dev, i, "resolved", why)
-                verdicts.append(verdict("resolved", why))
-                dev.accept(x)
-                continue
-            close(dev, i, "outlier", f"{back}: outlier")
+                self._close(dev, "resolved", why, closes)
+                return verdict("resolved", why), d, False
+            self._close(dev, "outlier", f"{back}: outlier", closes)
         # no open episode (any more): this run on its own
         if bad > limit and sig:
-            dev.episode.append(i)
-            verdicts.append(verdict("suspected", f"{summary}: suspected, waiting for a later {p.arrived} run",
-                                    rule.moved(p.arrived)))
-            continue
-        verdicts.append(verdict("insufficient_data" if ref.spread is None else "ok", summary))
-        dev.accept(x)
+            return (verdict("suspected", f"{summary}: suspected, waiting for a later {p.arrived} run",
+                            rule.moved(p.arrived)), d, True)
+        return verdict("insufficient_data" if ref.spread is None else "ok", summary), d, False
 
-    for dev in devices.values():
-        if dev.episode:
-            episodes.append((list(dev.episode), None, verdicts[dev.episode[-1]].state, None))  # still open
-    episodes.sort(key=lambda e: e[0][0])
-    return SeriesResult(verdicts, [Episode(state, tuple(verdicts[j] for j in idx), verdicts[c] if c is not None
-                                           else None, why) for idx, c, state, why in episodes])
+
+def evaluate_series(points: Iterable[Point], rule: MetricRule) -> SeriesResult:
+    """Judge every run of one series in time order and collect the episodes.
+
+    Pure and deterministic, so the store can judge the whole series again whenever its checkpoint cannot be used:
+    a verdict depends only on earlier points, and `Episode.identity` names the same episode each time. Annotating a
+    past run can make an episode vanish: the store closes it then.
+    """
+    detector = Detector(rule)
+    for p in sorted(points, key=lambda p: p.at):  # stable: runs that finished together keep the pairing order
+        detector.feed(p)
+    return SeriesResult(detector.verdicts, detector.episodes())

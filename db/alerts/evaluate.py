@@ -1,23 +1,30 @@
 """Regression alerts in the store: judge each series of stored runs (db.alerts.detect), keep one alert row per
 episode, and report which rows changed state so they can be delivered (db.alerts.deliver).
 
-Every evaluation re-judges whole series: detection is deterministic and a verdict depends only on earlier runs, so
-judging after each push and judging once at the end leave the same rows. A row is upserted on (series, the run pair
-that opened the episode); a row resolved by hand stays resolved.
+Detection is deterministic and a verdict depends only on earlier runs, so judging after each push and judging once
+at the end leave the same rows. An evaluation resumes each job and device pair from its checkpoint
+(db.alerts.checkpoint) and judges only the runs that arrived since, reading their records with a few Core selects;
+it judges the whole job again when there is no checkpoint, when it no longer holds (a run arrived out of order, a
+run already judged was annotated, a rule changed), or when asked to (`rebuild`). A row is upserted on (series, the
+run pair that opened the episode); a row resolved by hand stays resolved.
 """
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from core.rules import DEFAULT_PAIR
+from db.alerts import checkpoint
+from db.alerts.checkpoint import Checkpoint
 from db.alerts.config import AlertConfig
-from db.alerts.detect import Episode, evaluate_series
-from db.alerts.series import SeriesKey, series_keys, series_points
-from db.models import Alert, Annotation, Run
+from db.alerts.detect import Detector, Episode
+from db.alerts.series import (RunData, SeriesKey, load_runs, measured, merged, notes_at, series_keys,
+                              series_points)
+from db.models import Alert, AlertSeriesState, Annotation, JobDevice, Run, utc
 from db.pairing import order_key
 
 OPEN = ("suspected", "active")
@@ -47,7 +54,7 @@ def _upsert(session: Session, key: SeriesKey, job_name: str, episode: Episode, n
     if row is None:
         row = Alert(series=str(key), fingerprint=key.fingerprint, metric=key.metric,
                     candidate_device=key.candidate_device, baseline_device=key.baseline_device,
-                    batch_size=key.batch_size, opened_candidate_run=c_run, opened_baseline_run=b_run,
+                    batch_size=key.batch_size, level=key.level, opened_candidate_run=c_run, opened_baseline_run=b_run,
                     acknowledged=False, resolved_manually=False, opened_at=now, updated_at=now, **values)
         session.add(row)
         session.flush()
@@ -61,39 +68,108 @@ def _upsert(session: Session, key: SeriesKey, job_name: str, episode: Episode, n
     return None
 
 
-def runs_by_job(session: Session, devices: list[str], fingerprints: list[str] | None = None) -> dict[str, list[Run]]:
-    """The runs of these devices, with every record a series reads, by fingerprint (of the given ones; all if None)."""
-    stmt = (select(Run).where(Run.device_class.in_(devices))
-            .options(selectinload(Run.perf), selectinload(Run.accuracy), selectinload(Run.problems)))
-    if fingerprints is not None:
-        stmt = stmt.where(Run.fingerprint.in_(fingerprints))
-    by_fp: dict[str, list[Run]] = {}
-    for run in session.scalars(stmt):
-        by_fp.setdefault(run.fingerprint, []).append(run)
-    return by_fp
+def _job(fingerprint: str, pair: tuple[str, str]):
+    return (Run.fingerprint == fingerprint) & Run.device_class.in_(pair)
 
 
-def annotations(session: Session) -> dict[str, str]:
-    """run id -> the note annotated at it (the latest, when a run was annotated twice)."""
-    return {a.run_id: a.note for a in session.scalars(select(Annotation).order_by(Annotation.created_at))}
+def _since(session: Session, fp: str, pair: tuple[str, str], ckpt: Checkpoint,
+           config: AlertConfig) -> tuple[list[RunData], set[str]] | None:
+    """The runs a resumed evaluation reads (each device's latest run at the checkpoint, then the runs after it) and
+    the ids of the new ones; None when the checkpoint no longer holds."""
+    if any(s["rule"] != checkpoint.rule_state(config.rule(path.split("/")[1])) for path, s in ckpt.series.items()):
+        return None
+    last = (utc(ckpt.last[0]), utc(ckpt.last[1]), ckpt.last[2])
+    annotated = session.execute(select(Run.finished_at, Run.pushed_at, Run.id).join(
+        Annotation, Annotation.run_id == Run.id).where(Annotation.id > ckpt.annotation, _job(fp, pair)))
+    if any(order_key(r) <= last for r in annotated):
+        return None
+    new = [r for r in load_runs(session, _job(fp, pair) & (Run.finished_at >= ckpt.last[0])) if order_key(r) > last]
+    counts = dict(session.execute(select(JobDevice.device_class, JobDevice.runs).where(
+        JobDevice.fingerprint == fp, JobDevice.device_class.in_(pair))).all())
+    if any(counts.get(d, 0) - sum(r.device_class == d for r in new) != ckpt.runs.get(d, 0) for d in pair):
+        return None
+    if not new:
+        return [], set()
+    before = load_runs(session, Run.id.in_(list(ckpt.latest.values()))) if ckpt.latest else []
+    if len(before) != len(ckpt.latest):  # a run judged already was deleted
+        return None
+    return before + new, {r.id for r in new}
+
+
+def _save(session: Session, fp: str, pair: tuple[str, str], ckpt: Checkpoint) -> None:
+    row = session.get(AlertSeriesState, (fp, *pair))
+    if row is not None:
+        row.data = ckpt.to_json()
+        return
+    try:
+        with session.begin_nested():  # another evaluation of the job may write it first: either checkpoint holds
+            session.add(AlertSeriesState(fingerprint=fp, candidate_device=pair[0], baseline_device=pair[1],
+                                         data=ckpt.to_json()))
+    except IntegrityError:
+        pass
+
+
+def _evaluate_pair(session: Session, config: AlertConfig, fp: str, pair: tuple[str, str], annotation: int,
+                   now: dt.datetime, rebuild: bool) -> list[Change]:
+    row = None if rebuild else session.get(AlertSeriesState, (fp, *pair))
+    ckpt = Checkpoint.from_json(row.data) if row is not None else None
+    since = _since(session, fp, pair, ckpt, config) if ckpt is not None else None
+    if since is None:  # the whole job, from the start
+        ckpt, runs = None, load_runs(session, _job(fp, pair))
+        new, notes = None, notes_at(session, _job(fp, pair))
+        if not runs:
+            return []
+    else:
+        runs, new = since
+        if not new:
+            return []
+        notes = notes_at(session, Run.id.in_(new))
+    ordered = sorted(runs, key=order_key)
+    judged = [r for r in ordered if new is None or r.id in new]
+    seen = merged(ckpt.measured if ckpt else {}, measured(judged))
+    latest = {r.device_class: r for r in ordered}
+    job_name = ordered[-1].job_name
+    keys = series_keys(fp, pair, seen)
+    open_rows: dict[str, list[Alert]] = {}
+    for a in session.scalars(select(Alert).where(Alert.series.in_([str(k) for k in keys]), Alert.state.in_(OPEN))):
+        open_rows.setdefault(a.series, []).append(a)
+    changes, states = [], {}
+    for key in keys:
+        rule = config.rule(key.metric)
+        state = ckpt.series.get(str(key)) if ckpt else None
+        det = checkpoint.resume(state["detector"], rule) if state else Detector(rule)
+        for point in series_points(runs, key, notes, new):
+            det.feed(point)
+        episodes = det.episodes()
+        changes += filter(None, (_upsert(session, key, job_name, e, now) for e in episodes))
+        # an open alert whose episode no longer exists (e.g. a run was annotated) is over; episodes still open at the
+        # checkpoint are among `episodes`, so this holds for a resumed series too
+        ids = {e.identity for e in episodes}
+        for a in open_rows.get(str(key), []):
+            if (a.opened_candidate_run, a.opened_baseline_run) not in ids:
+                a.state, a.updated_at = "resolved", now
+        states[str(key)] = {"rule": checkpoint.rule_state(rule), "detector": checkpoint.detector_state(det)}
+    end = ordered[-1]
+    counts = {d: (ckpt.runs.get(d, 0) if ckpt else 0) + sum(r.device_class == d for r in judged) for d in pair}
+    _save(session, fp, pair, Checkpoint((utc(end.finished_at), utc(end.pushed_at), end.id),
+                                        {d: r.id for d, r in latest.items()}, counts, annotation, seen, job_name,
+                                        states))
+    return changes
 
 
 def evaluate(session: Session, config: AlertConfig, fingerprints: list[str] | None = None,
-             pairs: tuple[tuple[str, str], ...] = (DEFAULT_PAIR,)) -> list[Change]:
-    """Re-judge every series of the given fingerprints (all when None); returns the alerts whose state changed."""
+             pairs: tuple[tuple[str, str], ...] = (DEFAULT_PAIR,), rebuild: bool = False) -> list[Change]:
+    """Judge the series of the given fingerprints (all when None) up to their latest run, from their checkpoints
+    (`rebuild`: from the start); returns the alerts whose state changed."""
     now = dt.datetime.now(dt.timezone.utc)
-    by_fp = runs_by_job(session, sorted({d for pair in pairs for d in pair}), fingerprints)
-    notes = annotations(session)
+    if fingerprints is None:
+        devices = sorted({d for pair in pairs for d in pair})
+        fingerprints = list(session.scalars(select(Run.fingerprint).where(Run.device_class.in_(devices))
+                                            .distinct().order_by(Run.fingerprint)))
+    annotation = session.scalar(select(func.max(Annotation.id))) or 0
     changes = []
-    for fp, runs in by_fp.items():
-        job_name = max(runs, key=order_key).job_name  # the name of its latest run
+    for fp in fingerprints:
         for pair in pairs:
-            for key in series_keys(runs, fp, pair):
-                result = evaluate_series(series_points(runs, key, notes), config.rule(key.metric))
-                seen = {episode.identity for episode in result.episodes}
-                changes += filter(None, (_upsert(session, key, job_name, e, now) for e in result.episodes))
-                # an open alert whose episode no longer exists (e.g. a run was annotated) is over
-                for row in session.scalars(select(Alert).where(Alert.series == str(key), Alert.state.in_(OPEN))):
-                    if (row.opened_candidate_run, row.opened_baseline_run) not in seen:
-                        row.state, row.updated_at = "resolved", now
+            changes += _evaluate_pair(session, config, fp, tuple(pair), annotation, now, rebuild)
     return changes
+

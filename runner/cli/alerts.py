@@ -60,18 +60,22 @@ def after_push(engine, fingerprints: list[str]) -> None:
 
 @alerts_app.command("check")
 @user_errors
-def alerts_check(db: DbOpt = None, config: ConfigOpt = None, pairs: PairOpt = None):
+def alerts_check(db: DbOpt = None, config: ConfigOpt = None, pairs: PairOpt = None,
+                 rebuild: Annotated[bool, typer.Option(
+                     "--rebuild", help="Judge every job from its first run, not from where the last evaluation "
+                                       "stopped, and rewrite those checkpoints (the repair if they are ever out of "
+                                       "step; the alerts left are the same).")] = False):
     """Judge every series and exit 1 if an active regression exists that is neither acknowledged nor suppressed.
 
     For CI: exit 0 = no active regression, 1 = active regression, 2 = usage error, 3 = store unusable.
 
-    Example: runner alerts check --pairs 910B3:A100
+    Example: runner alerts check --pairs 910B3:A100   (or: runner alerts check --rebuild)
     """
     from db.alerts import ci, config as settings
     from db.engine import open_store
 
     cfg, device_pairs = settings.configured(config), settings.pairs(pairs)
-    result = ci.check(open_store(db), cfg, device_pairs)
+    result = ci.check(open_store(db), cfg, device_pairs, rebuild)
     _print_changes(result.changes)
     if result.active:
         print_alerts(result.active)
