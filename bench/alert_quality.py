@@ -7,9 +7,9 @@ log-normal run-to-run noise on each device. The 910B3 (candidate) finishes a run
 (baseline) every 7, on whole hours, so the two now and then finish in the same second; one run in ten is a rerun
 that finishes in the same second as its device's previous run; runs that finish together are pushed in a random
 order. Each run goes in through db.store.push (what `runner push` calls). Then db.alerts.ci.check, what
-`runner alerts check` runs, judges the store once: detection re-judges whole series and a verdict depends only on
-earlier runs, so one judgement at the end leaves the rows that judging after every push leaves
-(tests/test_alerts_store.py checks it). When an alert turned active is read from the verdicts of the same series
+`runner alerts check` runs, judges the store once (from the first run: a fresh store has no checkpoint): a verdict
+depends only on earlier runs, so one judgement at the end leaves the rows that judging after every push leaves
+(tests/test_alerts_incremental.py checks it). When an alert turned active is read from the verdicts of the same series
 (db.alerts.series + db.alerts.detect, what the check runs per series) and checked against the stored row.
 
 Run: .venv/bin/python -m bench.alert_quality   (a few minutes on 2 cores; --trials for fewer or more)
