@@ -1,9 +1,11 @@
 """Writing run documents into the store: one transaction per run, idempotent by the run's UUID.
 
 A push is a few Core statements, not ORM objects: the run row is inserted with ON CONFLICT DO NOTHING on its id, so
-a replay, or a concurrent push of the same run, inserts nothing and reports it; then one executemany per record table;
-then the job's row in `job_devices` (its latest run, run count, where its recent runs begin) is brought up to date in
-the same transaction. `rebuild_summary` recomputes that table from the runs, should it ever be out of step.
+a replay, or a concurrent push of the same run, inserts nothing and reports it; then one executemany per record table
+and one statement for all problem rows; then the job's row in `job_devices` (its latest run, run count, where its
+recent runs begin) is brought up to date in the same transaction. On PostgreSQL everything after the run row travels
+in one round trip (the driver's pipeline mode): a push waits on the server a fixed few times, whatever its size.
+`rebuild_summary` recomputes `job_devices` from the runs, should it ever be out of step.
 
 Example:
     engine = open_store(url)
@@ -11,9 +13,11 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 
-from sqlalchemy import Connection, Table, Update, bindparam, delete, func, insert, select, text, update
+from sqlalchemy import (Connection, Table, Update, bindparam, delete, func, insert, literal_column, select, text,
+                        update)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -22,12 +26,13 @@ from core.errors import StoreError
 from core.metrics import REGISTRY, TIMED
 from db.engine import session_scope
 from db import serving
-from db.models import RECENT, AccuracyRecord, JobDevice, PerfRecord, PrecisionRecord, Run, ServingRecord, utc
+from db.models import (RECENT, AccuracyRecord, JobDevice, PerfRecord, PrecisionRecord, ProblemResult, Run,
+                       ServingRecord, utc)
 from db.pairing import ORDER_BY
 
 RUNS, PERF, ACCURACY, JOB_DEVICES = (m.__table__ for m in (Run, PerfRecord, AccuracyRecord, JobDevice))
 SERVING = ServingRecord.__table__
-PRECISION = PrecisionRecord.__table__
+PRECISION, PROBLEMS = PrecisionRecord.__table__, ProblemResult.__table__
 # a perf record's settings and host load, then its untimed metrics (timed ones carry median/p10/p90 and raw repeats)
 _PLAIN = ("prompt_tokens", "new_tokens", "warmup", "repeats", "cpu_own_cores", "cpu_other_cores", "cpu_contention",
           *(m.name for m in REGISTRY if m.source == "perf" and not m.timed))
@@ -90,7 +95,10 @@ def _refresh() -> Update:
     newest_first = [RUNS.c[c.key].desc() for c in ORDER_BY]
 
     def newest(column, skip: int = 0):
-        return select(column).where(*mine).order_by(*newest_first).offset(skip).limit(1).scalar_subquery()
+        # the limits as literals, not parameters: with parameters PostgreSQL cannot reuse a generic plan of the
+        # prepared statement and plans it again at every push, which costs more than running it
+        return (select(column).where(*mine).order_by(*newest_first).offset(literal_column(str(skip)))
+                .limit(literal_column("1")).scalar_subquery())
 
     oldest = select(func.min(RUNS.c.finished_at)).where(*mine).scalar_subquery()
     return update(JOB_DEVICES).values(
@@ -112,7 +120,8 @@ class _Statements:
         except KeyError:
             raise StoreError(f"the store supports SQLite and PostgreSQL, not {dialect}") from None
         self.run = upsert(RUNS).on_conflict_do_nothing(index_elements=["id"]).execution_options(preserve_rowcount=True)
-        self.records = {t: insert(t) for t in (PERF, ACCURACY, SERVING, PRECISION)}
+        # inline: no RETURNING of the new ids (nothing reads them, and a pipelined statement's rows cannot be read)
+        self.records = {t: insert(t).inline() for t in (PERF, ACCURACY, SERVING, PRECISION)}
         key = [JOB_DEVICES.c.fingerprint, JOB_DEVICES.c.device_class]
         self.count = upsert(JOB_DEVICES).on_conflict_do_update(index_elements=key,
                                                                set_={"runs": JOB_DEVICES.c.runs + 1})
@@ -143,23 +152,56 @@ def _count_in_summary(conn: Connection, run: dict) -> None:
     conn.execute(sql.refresh, {"fp": run["fingerprint"], "device": run["device_class"]})
 
 
-def _bulk_problems(conn: Connection, rows: list[tuple]) -> None:
-    """Problem rows through the driver, one COPY stream (PostgreSQL) or one executemany (SQLite): SQLAlchemy's
-    per-row parameter handling costs more than the database's work. The columns are text, numbers and booleans,
-    which both drivers store as SQLAlchemy would; the driver's errors leave as SQLAlchemy's, like every statement's."""
+def _problems_sql(dialect: str) -> str:
+    """One INSERT for all of a run's problem rows. PostgreSQL: the run id, then an array per other column, sent in
+    binary and unnested by the server (a statement, so it can share the pipeline's round trip, which COPY cannot);
+    SQLite: an executemany on the driver (no round trips to save). Either way the driver, not SQLAlchemy, handles
+    the parameters: SQLAlchemy's per-row handling costs more than the database's work."""
     columns = ", ".join(PROBLEM_COLUMNS)
-    driver, dbapi = conn.connection.driver_connection, conn.dialect.loaded_dbapi
-    sql = (f"COPY problem_results ({columns}) FROM STDIN" if conn.dialect.name == "postgresql" else
-           f"INSERT INTO problem_results ({columns}) VALUES ({', '.join('?' * len(PROBLEM_COLUMNS))})")
+    if dialect == "postgresql":
+        run_id, *rest = (f"%b::{PROBLEMS.c[c].type.compile(dialect=postgresql.dialect())}" for c in PROBLEM_COLUMNS)
+        arrays = ", ".join(f"{t}[]" for t in rest)
+        return f"INSERT INTO problem_results ({columns}) SELECT {run_id}, * FROM unnest({arrays})"
+    return f"INSERT INTO problem_results ({columns}) VALUES ({', '.join('?' * len(PROBLEM_COLUMNS))})"
+
+
+_PROBLEMS_SQL = {d: _problems_sql(d) for d in ("postgresql", "sqlite")}
+# a JSON number may come as an int: an array holds one type, so these columns' values are made floats
+_FLOAT_COLUMNS = [i for i, c in enumerate(PROBLEM_COLUMNS) if PROBLEMS.c[c].type.python_type is float]
+
+
+def _bulk_problems(conn: Connection, rows: list[tuple]) -> None:
+    """The problem rows (all of one run) in one statement (_problems_sql); the columns are text, numbers and
+    booleans, which the drivers store as SQLAlchemy would."""
+    sql = _PROBLEMS_SQL[conn.dialect.name]
+    if conn.dialect.name == "postgresql":
+        columns: list = [list(c) for c in zip(*rows)]
+        for i in _FLOAT_COLUMNS:
+            columns[i] = [None if v is None else float(v) for v in columns[i]]
+        columns[0] = rows[0][0]  # PROBLEM_COLUMNS begin with the run id, the same in every row
+        conn.exec_driver_sql(sql, tuple(columns))
+        return
+    dbapi = conn.dialect.loaded_dbapi
     try:
-        if conn.dialect.name == "postgresql":
-            with driver.cursor() as cur, cur.copy(sql) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        else:
-            driver.executemany(sql, rows)
-    except dbapi.Error as e:
+        conn.connection.driver_connection.executemany(sql, rows)
+    except dbapi.Error as e:  # the driver's errors leave as SQLAlchemy's, like every statement's
         raise DBAPIError.instance(sql, None, e, dbapi.Error) from None
+
+
+@contextlib.contextmanager
+def _one_round_trip(conn: Connection):
+    """On PostgreSQL, the statements run inside are sent without waiting for each one's answer (psycopg's pipeline
+    mode), and the answers are read together at the end: one round trip instead of one each. Nothing inside may read
+    a result. A failure among them leaves as SQLAlchemy's error, as a statement's would. SQLite has no round trips."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    dbapi = conn.dialect.loaded_dbapi
+    try:
+        with conn.connection.driver_connection.pipeline():
+            yield
+    except dbapi.Error as e:  # raised by the final read, outside any one statement
+        raise DBAPIError.instance(None, None, e, dbapi.Error) from None
 
 
 def _insert(conn: Connection, doc: dict) -> bool:
@@ -167,12 +209,13 @@ def _insert(conn: Connection, doc: dict) -> bool:
     sql = _statements(conn)
     if conn.execute(sql.run, run).rowcount == 0:
         return False  # a replay, or a concurrent push of this run that committed first
-    for table, rows in records.items():
-        if rows:
-            conn.execute(sql.records[table], rows)
-    if problems:
-        _bulk_problems(conn, problems)
-    _count_in_summary(conn, run)
+    with _one_round_trip(conn):
+        for table, rows in records.items():
+            if rows:
+                conn.execute(sql.records[table], rows)
+        if problems:
+            _bulk_problems(conn, problems)
+        _count_in_summary(conn, run)
     return True
 
 
