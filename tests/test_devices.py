@@ -132,7 +132,7 @@ def _cuda_class() -> str | None:
 def test_cuda_path(tmp_path):
     cls = _cuda_class()
     d = devices.detect(cls)
-    assert d.type == "cuda" and d.backend == "nccl" and cls in d.name
+    assert d.type == "cuda" and d.backend == "nccl" and devices.classify(d.name) == cls  # an A800 is classed A100
     doc = _accelerator_smoke(cls, tmp_path)
     assert doc["environment"]["cuda"] and doc["environment"]["driver"]
 
