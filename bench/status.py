@@ -6,12 +6,13 @@ uncommitted changes to what its script measures, or when any of those paths chan
 script measures is its module-level MEASURES list plus the script itself (bench/_report.py); a script without one
 is taken to measure the whole repository.
 
-Run: make bench-status   (or: python3 -m bench.status)
+Run: make bench-status   (or: python3 -m bench.status). It exits 0 either way; with --check it exits 1 when a
+section is stale, for a CI step that must fail then: python3 -m bench.status --check
 """
 from __future__ import annotations
 
+import argparse
 import re
-import sys
 from pathlib import Path
 
 from bench._report import BENCHMARKS_MD, STAMP, git, pathspec, script_of
@@ -49,11 +50,18 @@ def stale(path: Path = BENCHMARKS_MD) -> list[str]:
     return lines
 
 
-def main(path: Path = BENCHMARKS_MD) -> None:
+def main(path: Path = BENCHMARKS_MD, check: bool = False) -> int:
+    """Print the stale sections; the exit status is 1 when `check` and any is stale, else 0."""
     lines = stale(path)
     total = len(SECTION.findall(path.read_text())) if path.exists() else 0
     print("\n".join(lines) if lines else f"all benchmark sections are current ({total} sections)")
+    return 1 if check and lines else 0
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else BENCHMARKS_MD)
+    parser = argparse.ArgumentParser(description="List the BENCHMARKS.md sections that no longer describe the code.",
+                                     epilog="Example: python3 -m bench.status --check")
+    parser.add_argument("path", nargs="?", type=Path, default=BENCHMARKS_MD, help="default: BENCHMARKS.md")
+    parser.add_argument("--check", action="store_true", help="exit 1 when any section is stale (default: exit 0)")
+    args = parser.parse_args()
+    raise SystemExit(main(args.path, args.check))

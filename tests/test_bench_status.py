@@ -3,6 +3,7 @@ repository with two bench scripts, one declaring what it measures and one not.""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,8 +62,12 @@ def test_sections_go_stale_when_what_they_measure_changes(repo, capsys):
     assert set(got) == {"speed_old", "speed", "speed_postgresql", "quality"}
     assert got["speed"] == f"speed (bench/speed.py): measured at {head}; changed since: src/fast.py"
 
-    status.main(md)
+    assert status.main(md) == 0  # plain `make bench-status` informs, it does not fail
     assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    assert status.main(md, check=True) == 1
+    cli = subprocess.run([sys.executable, "-m", "bench.status", str(md), "--check"], capture_output=True, text=True,
+                         cwd=Path(status.__file__).parents[1])
+    assert cli.returncode == 1 and len(cli.stdout.strip().splitlines()) == 4
 
 
 def test_uncommitted_or_foreign_commits_are_stale_and_fresh_sections_current(repo, capsys):
@@ -75,7 +80,7 @@ def test_uncommitted_or_foreign_commits_are_stale_and_fresh_sections_current(rep
     _commit(repo, "fast")
     write_section("speed", "Speed", "| x |", md)
     write_section("quality", "Quality", "| z |", md)
-    status.main(md)
+    assert status.main(md, check=True) == 0
     assert capsys.readouterr().out.startswith("all benchmark sections are current (2 sections)")
 
     md.write_text(md.read_text().replace(_git(repo, "rev-parse", "--short=12", "HEAD"), "0123456789ab"))
