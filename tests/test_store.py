@@ -251,3 +251,14 @@ def test_pair_trends_follow_the_table_as_it_stood(store_url, reference_docs):
         assert trends.pair_trends(s, "910B3", "A100", fingerprint="e" * 16) == {}
         with pytest.raises(Exception, match="both A100"):
             trends.pair_trends(s, "A100", "A100")
+
+
+def test_rebuild_summary_refuses_a_sqlite_store_that_does_not_exist(tmp_path):
+    missing = tmp_path / "typo" / "dir" / "x.db"
+    result = CliRunner().invoke(app, ["db", "rebuild-summary", "--db", f"sqlite:///{missing}"])
+    assert result.exit_code == 2 and result.output.count("\n") == 1
+    assert f"no store at {missing}" in result.output
+    assert not (tmp_path / "typo").exists()  # nothing created on the way
+    open_store(f"sqlite:///{tmp_path / 'x.db'}")  # an existing (empty) store is rebuilt as before
+    result = CliRunner().invoke(app, ["db", "rebuild-summary", "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert result.exit_code == 0 and "0 job/device row(s)" in result.output
