@@ -1,6 +1,6 @@
 """The comparison of one job fingerprint on a device pair: the reference report's two tables (accuracy; speed per
-batch size) and the energy figures per batch size as data, built from the latest run of each device
-(db/pairing.py). db/tables.py renders it.
+batch size), the energy figures per batch size, the greedy token agreement and the per-layer precision as data, built
+from the latest run of each device (db/pairing.py). db/tables.py renders it.
 
 ratio = candidate / baseline (the headline metrics are higher-is-better; each energy metric's direction is in the
 registry). A missing side is None ("missing" in text), never zero; a ratio over a zero or missing baseline is None
@@ -141,12 +141,26 @@ def _latest_runs(session: Session, fingerprint: str, devices: tuple[str, str]) -
     return {run.device_class: run for run in session.scalars(stmt)}
 
 
-def build(session: Session, fingerprint: str | None, candidate: str, baseline: str) -> Comparison:
+def _check_devices_have_runs(session: Session, devices: tuple[str, str]) -> None:
+    """In a store with runs, a device class with none at all is most likely a typo: name it and the devices the store
+    has (an empty store is left to the caller's "no job has runs on both")."""
+    known = set(session.scalars(select(JobDevice.device_class).distinct()))
+    absent = [d for d in devices if d not in known]
+    if known and absent:
+        raise UserError(f"no run of device {' or '.join(absent)} in the store (devices with runs: "
+                        f"{', '.join(sorted(known))})")
+
+
+def build(session: Session, fingerprint: str | None, candidate: str, baseline: str,
+          threshold: float | None = None) -> Comparison:
+    """`threshold`: the relative error at which the precision section names a layer as the first over (None: the
+    default)."""
     if candidate == baseline:
         raise UserError(f"candidate and baseline are both {candidate}: pick two different device classes")
     if fingerprint is None:
         fingerprint = latest_shared_fingerprint(session, candidate, baseline)
         if fingerprint is None:
+            _check_devices_have_runs(session, (candidate, baseline))
             raise NoSharedJob(f"no job has runs on both {candidate} and {baseline}")
     latest = _latest_runs(session, fingerprint, (candidate, baseline))
     cand, base = latest.get(candidate), latest.get(baseline)
@@ -161,7 +175,8 @@ def build(session: Session, fingerprint: str | None, candidate: str, baseline: s
         c, b = acc(cand, metric.name), acc(base, metric.name)
         cmp.accuracy.append({"metric": metric.label, "candidate": c, "baseline": b, "ratio": ratio(c, b)})
     cmp.token_agreement = token_agreement(cand.token_probe if cand else None, base.token_probe if base else None)
-    cmp.precision = precision_between(session, cand and cand.id, base and base.id)
+    cmp.precision = precision_between(session, cand and cand.id, base and base.id,
+                                      precision.DEFAULT_THRESHOLD if threshold is None else threshold)
     cmp.energy = energy(cand, base)
     by_batch = {}
     for side, run in (("candidate", cand), ("baseline", base)):

@@ -1,6 +1,7 @@
 """A comparison (db/compare.py) as text: the two tables, and the energy table where a run has energy records, as
-rows of strings (what the CLI and the dashboard show), and rendered as markdown, CSV or JSON for `runner compare`.
-A table without rows is left out (a serving-only job has no eager timing): one line says so instead."""
+rows of strings (what the CLI and the dashboard show), and rendered as markdown, CSV or JSON for `runner compare`,
+with the token agreement and the per-layer precision where the runs have them. A table without rows is left out (a
+serving-only job has no eager timing): one line says so instead."""
 from __future__ import annotations
 
 import csv
@@ -81,13 +82,24 @@ def _run_line(label: str, run: Run | None) -> str:
     return f"{label}: run {run.id} ({run.device_name or run.device_class}, {utc(run.finished_at):%Y-%m-%d %H:%M} UTC{src})"
 
 
+def _divergence(ta: dict) -> str:
+    return ("identical throughout" if ta["first_divergence"] is None else
+            f"first divergence at token {ta['first_divergence']['position']} of {ta['first_divergence']['task']}")
+
+
 def _agreement_line(cmp: Comparison) -> str:
     ta = cmp.token_agreement
     if ta is None:
         return ""
-    where = ("identical throughout" if ta["first_divergence"] is None else
-             f"first divergence at token {ta['first_divergence']['position']} of {ta['first_divergence']['task']}")
-    return f"\nGreedy token agreement ({ta['tokens']} probe tokens): {ta['share']:.2%}, {where}\n"
+    return f"\nGreedy token agreement ({ta['tokens']} probe tokens): {ta['share']:.2%}, {_divergence(ta)}\n"
+
+
+def agreement_table(cmp: Comparison) -> list[list[str]] | None:
+    ta = cmp.token_agreement
+    if ta is None:
+        return None
+    return [["greedy token agreement", "probe tokens", "first divergence"],
+            [f"{ta['share']:.2%}", str(ta["tokens"]), _divergence(ta)]]
 
 
 def _number(x: float | None, spec: str) -> str:
@@ -119,13 +131,32 @@ def precision_text(p: dict | None, candidate: str, baseline: str) -> str:
              _markdown_table(precision_rows(p, candidate, baseline))]
     lg = p["logits"]
     if lg and lg["positions"]:
-        where = ("identical at every position" if lg["first_disagreement"] is None else
-                 f"first difference at position {lg['first_disagreement']['position']} of "
-                 f"{lg['first_disagreement']['task']}")
         lines.append(f"\nLogits over {lg['positions']} prompt positions: top-1 agreement {lg['top1_agreement']:.2%} "
-                     f"({where}); KL({baseline} || {candidate}) mean {_number(lg['kl_mean'], '.2e')}, "
+                     f"({_logits_where(lg)}); KL({baseline} || {candidate}) mean {_number(lg['kl_mean'], '.2e')}, "
                      f"max {_number(lg['kl_max'], '.2e')}")
     return "\n".join(lines) + "\n"
+
+
+def _logits_where(lg: dict) -> str:
+    return ("identical at every position" if lg["first_disagreement"] is None else
+            f"first difference at position {lg['first_disagreement']['position']} of "
+            f"{lg['first_disagreement']['task']}")
+
+
+def precision_tables(p: dict | None, candidate: str, baseline: str) -> list[list[list[str]]]:
+    """The precision section as CSV tables: the verdict, the logits where there are any, the layers."""
+    if p is None:
+        return []
+    if "unavailable" in p:
+        return [[["per-layer precision", "not comparable"], [f"{candidate} vs {baseline}", p["unavailable"]]]]
+    verdict = [["per-layer precision", "threshold", "first layer at or over"],
+               [f"{candidate} vs {baseline}", f"{p['threshold']:g}", p["first_over"] or "none"]]
+    lg = p["logits"]
+    logits = [["logits positions", "top-1 agreement", "first difference", f"KL({baseline} || {candidate}) mean",
+               "KL max"],
+              [str(lg["positions"]), f"{lg['top1_agreement']:.2%}", _logits_where(lg), _number(lg["kl_mean"], ".2e"),
+               _number(lg["kl_max"], ".2e")]] if lg and lg["positions"] else None
+    return [t for t in (verdict, logits, precision_rows(p, candidate, baseline)) if t is not None]
 
 
 def render(cmp: Comparison, fmt_name: str = "markdown") -> str:
@@ -141,7 +172,8 @@ def render(cmp: Comparison, fmt_name: str = "markdown") -> str:
         out = io.StringIO()
         w = csv.writer(out, lineterminator="\n")
         w.writerows(acc)
-        for rows in (speed if cmp.speed else None, energy_table(cmp)):
+        for rows in (speed if cmp.speed else None, energy_table(cmp), agreement_table(cmp),
+                     *precision_tables(cmp.precision, cmp.candidate, cmp.baseline)):
             if rows is not None:
                 w.writerow([])
                 w.writerows(rows)

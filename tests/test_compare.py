@@ -170,3 +170,67 @@ def test_job_without_eager_timing_has_no_empty_speed_table(reference_docs, tmp_p
     rows = list(csv.reader(io.StringIO(_render(url, "csv"))))
     assert ["device", "batch size"] not in [r[:2] for r in rows] and rows[-1][0] == "pass@1"
     assert json.loads(_render(url, "json"))["speed"] == []
+
+
+# --- token agreement and per-layer precision in every format; `runner compare` --threshold and device names -------
+
+def _with_precision(doc: dict, scale: float, tokens: list[int]) -> dict:
+    """`doc` with a two-layer precision section (the second layer's sketch `scale` times a fixed one) and a token
+    probe of one prompt."""
+    import numpy as np
+
+    from core import precision, rundoc
+
+    doc = copy.deepcopy(doc)
+    sketch = np.random.default_rng(0).standard_normal(64)
+    layers = [precision.layer_record(name, elements=640, total=1.0, total_sq=float(sketch @ sketch), max_abs=3.0,
+                                     nan=0, inf=0, sketch_values=sketch * s) for name, s in (("layers.0", 1.0),
+                                                                                             ("norm", scale))]
+    doc.update(format=rundoc.FORMAT, run_id=str(uuid.uuid4()),
+               precision=precision.section(tasks=["HumanEval/0"], tokens=[10], size=64, layers=layers, logits=None,
+                                           seconds=1.0),
+               token_probe={"tasks": ["HumanEval/0"], "tokens": [tokens]})
+    return rundoc.validate(doc)
+
+
+def _precision_store(url: str, reference_docs: list[dict]) -> None:
+    _push(url, _with_precision(reference_docs[0], 1.05, [1, 2, 3, 9]), _with_precision(reference_docs[1], 1.0,
+                                                                                        [1, 2, 3, 4]))
+
+
+def test_csv_has_the_token_agreement_and_the_precision_section(reference_docs, tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _precision_store(url, reference_docs)
+    rows = list(csv.reader(io.StringIO(_render(url, "csv"))))
+    assert ["greedy token agreement", "probe tokens", "first divergence"] in rows
+    assert ["75.00%", "4", "first divergence at token 3 of HumanEval/0"] in rows
+    assert ["per-layer precision", "threshold", "first layer at or over"] in rows
+    assert ["910B3 vs A100", "0.01", "norm"] in rows
+    assert ["layer", "relative error", "cosine", "max abs 910B3", "max abs A100"] in rows
+    assert [r[:2] for r in rows if r and r[0] in ("layers.0", "norm (first over)")] == [
+        ["layers.0", "0.00e+00"], ["norm (first over)", "5.00e-02"]]
+    md, data = _render(url, "markdown"), json.loads(_render(url, "json"))  # the same figures as markdown and JSON
+    assert "| norm (first over) | 5.00e-02 |" in md and "Greedy token agreement (4 probe tokens): 75.00%" in md
+    assert data["precision"]["first_over"] == "norm" and data["token_agreement"]["share"] == 0.75
+
+
+def test_compare_command_threshold_and_unknown_devices(reference_docs, tmp_path):
+    from typer.testing import CliRunner
+
+    from runner.cli import app
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    _precision_store(url, reference_docs)
+    shown = CliRunner().invoke(app, ["compare", "--db", url, "--threshold", "0.1", "-f", "csv"])
+    assert shown.exit_code == 0, shown.output
+    assert ["910B3 vs A100", "0.1", "none"] in list(csv.reader(io.StringIO(shown.output)))
+    low = CliRunner().invoke(app, ["compare", "--db", url, "--threshold", "1e-3"])
+    assert "first layer at or over 0.001: **norm**" in low.output
+    bad = [(["--threshold", v], f"--threshold must be a number > 0, not {v}") for v in ("0", "-0.01", "nan")]
+    bad += [(["--candidate", "foo"], "no run of device foo in the store (devices with runs: 910B3, A100)"),
+            (["--candidate", "foo", "--baseline", "bar"], "no run of device foo or bar in the store")]
+    for args, message in bad:
+        result = CliRunner().invoke(app, ["compare", "--db", url, *args])
+        assert result.exit_code == 2 and message in result.output and result.output.count("\n") == 1, result.output
+    empty = CliRunner().invoke(app, ["compare", "--db", f"sqlite:///{tmp_path / 'empty.db'}"])
+    assert empty.exit_code == 2 and "no job has runs on both 910B3 and A100" in empty.output

@@ -16,13 +16,15 @@ from runner.cli.nodes import MasterAddrOpt, MasterPortOpt
 app = typer.Typer()
 
 
-def print_comparison(engine, fingerprint: str | None, candidate: str, baseline: str, fmt: str) -> None:
+def print_comparison(engine, fingerprint: str | None, candidate: str, baseline: str, fmt: str,
+                     threshold: float | None = None) -> None:
+    """`threshold`: the per-layer precision section's relative error of the first layer over (None: the default)."""
     from db import compare, serving, tables
     from db.engine import session_scope
 
     try:
         with session_scope(engine) as session:
-            cmp = compare.build(session, fingerprint, candidate, baseline)
+            cmp = compare.build(session, fingerprint, candidate, baseline, threshold)
             text = serving.with_serving(session, cmp, tables.render(cmp, fmt), fmt)  # serving levels, if any
     except compare.NoSharedJob as e:
         raise UserError(f"{e}: pass --job FILE or --fingerprint F (see `runner runs`), or submit a run on the "
@@ -178,23 +180,31 @@ def compare(
     baseline: Annotated[str, typer.Option(help="Device class whose numbers are the denominator.")] = DEFAULT_BASELINE,
     job: Annotated[Optional[Path], typer.Option("--job", "-j", help="Compare runs of this job spec.")] = None,
     fingerprint: Annotated[Optional[str], typer.Option(help="Compare runs with this job fingerprint.")] = None,
+    threshold: Annotated[Optional[float], typer.Option(
+        help="Per-layer precision: the relative error at which a layer counts as divergent; the section names the "
+             "first layer at or over it.  [default: 0.01]", show_default=False)] = None,
     db: DbOpt = None,
     fmt: FormatOpt = "markdown",
 ):
-    """Print the comparison tables (accuracy; speed per batch size) from the latest run of each device.
+    """Print the comparison of the latest run of each device: accuracy, speed per batch size, and where the runs
+    have them energy per batch size, greedy token agreement, per-layer precision and serving levels.
 
     Without --job or --fingerprint, the most recent job that has runs on both devices is used.
 
     Example: runner compare --candidate 910B3 --baseline A100 --job jobs/codellama-34b-instruct.toml --format csv
+
+    Example: runner compare --candidate 910B3 --baseline A100 --threshold 1e-3
     """
     from db.engine import open_store
     from runner.spec import load_spec
 
     check_format(fmt)
+    if threshold is not None and not threshold > 0:  # also refuses nan
+        raise UserError(f"--threshold must be a number > 0, not {threshold}")
     if job is not None and fingerprint is not None:
         raise UserError("give --job or --fingerprint, not both")
     fp = load_spec(job).fingerprint if job is not None else fingerprint
-    print_comparison(open_store(db), fp, candidate, baseline, fmt)
+    print_comparison(open_store(db), fp, candidate, baseline, fmt, threshold)
 
 
 @app.command()
