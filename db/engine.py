@@ -9,11 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from core.errors import StoreError
@@ -23,6 +24,11 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # libpq's connect_timeout, unless the URL sets its own (?connect_timeout=N): a host that accepts the TCP connection
 # but never answers (a hung server, a proxy with nothing behind it) fails a command or heartbeat this soon
 CONNECT_TIMEOUT_S = 5
+# a pooled connection idle at least this long is pinged before use (one round trip), so a store restarted or a link
+# dropped meanwhile costs a reconnect, not an error; one used more recently is not: pinging at every checkout would add
+# a round trip to every push and heartbeat. Should a connection die within this window, its statement fails as on any
+# lost connection (StoreError, the run kept in the outbox) and every pooled connection is replaced.
+PING_AFTER_IDLE_S = 1.0
 
 
 def default_url() -> str:
@@ -91,9 +97,32 @@ def make_engine(url: str | None = None) -> Engine:
                 keepalives_count=3) if parsed.get_backend_name() == "postgresql" else {}
     args = {k: v for k, v in args.items() if k not in parsed.query}  # the URL's own settings win
     try:
-        return create_engine(url, pool_pre_ping=True, connect_args=args)
+        engine = create_engine(url, connect_args=args)
     except (ImportError, SQLAlchemyError) as e:
         raise StoreError(f"cannot use store {display_url(url)}: {e}") from None
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """SQLAlchemy's pool_pre_ping, for connections idle PING_AFTER_IDLE_S or longer (a new one is not pinged)."""
+    dialect = engine.dialect
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn, record):
+        record.info["returned_at"] = time.monotonic()  # `info` is cleared when the connection is replaced
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_conn, record, _proxy):
+        returned = record.info.get("returned_at")
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except dialect.loaded_dbapi.Error as e:
+            if dialect.is_disconnect(e, dbapi_conn, None):
+                raise InvalidatePoolError() from e  # as pool_pre_ping: this and every older connection are replaced
+            raise
 
 
 @contextlib.contextmanager

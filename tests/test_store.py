@@ -16,11 +16,13 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from db import store
-from db.engine import (CONNECT_TIMEOUT_S, _alembic_config, current_revision, head_revision, make_engine, open_store, session_scope,
-                       upgrade)
+from db.engine import (CONNECT_TIMEOUT_S, PING_AFTER_IDLE_S, _alembic_config, current_revision, head_revision, make_engine,
+                       open_store, session_scope, upgrade)
 from db.models import Base, PerfRecord, ProblemResult, Run
+from db.testing import new_database
 from core.errors import StoreError
 from runner.cli import app
+from tests.test_outbox import own_postgres  # noqa: F401 (a fixture: a cluster of the test's own, to restart)
 
 
 def measured_doc(reference_docs) -> dict:
@@ -190,6 +192,20 @@ def test_newest_runs_list_newest_first_in_utc(store_url, reference_docs):
         assert listed[2]["finished_at"] == dt.datetime(2025, 12, 31, 22, tzinfo=dt.timezone.utc)
         assert {k: listed[0][k] for k in ("device_class", "source")} == {"device_class": "A100", "source": "measured"}
         assert [r["id"] for r in runs.newest(s, 1)] == [docs[2]["run_id"]]
+
+
+@pytest.mark.postgres
+def test_a_store_restarted_while_the_pool_is_idle_costs_a_reconnect_not_an_error(own_postgres, reference_docs):
+    """Pooled connections idle PING_AFTER_IDLE_S or longer are pinged before use: the restarted server's dead
+    connections are replaced, and the next push goes through."""
+    engine = open_store(new_database(own_postgres.url))
+    assert store.push(engine, measured_doc(reference_docs)) is True
+    own_postgres.stop("immediate")
+    own_postgres.start()
+    time.sleep(PING_AFTER_IDLE_S)
+    assert store.push(engine, measured_doc(reference_docs)) is True
+    with session_scope(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Run)) == 2
 
 
 def test_unreachable_store_is_a_store_error():
