@@ -2,8 +2,9 @@
 errors the sketches estimate), a small Llama whose heads divide by 3, and a tensor-parallel worker.
 
 As a script under torchrun it is that worker: it loads the model sharded over the ranks and, on rank 0, saves the
-pass and the full outputs for each dtype (a pickle):
-    python -m runner.tp.launch --standalone --nproc_per_node=3 tests/precision_support.py MODEL_DIR OUT float32 ...
+pass over PROMPTS ([precision] prompts) and the full outputs for each dtype (a pickle):
+    python -m runner.tp.launch --standalone --nproc_per_node=3 tests/precision_support.py MODEL_DIR OUT first:1 \
+        float32 bfloat16
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def exact_errors(a: dict, b: dict) -> dict[str, float]:
     return {name: float(np.linalg.norm(a[name] - b[name]) / np.linalg.norm(b[name])) for name in b}
 
 
-def _worker(model_dir: str, out: str, dtypes: list[str]) -> None:
+def _worker(model_dir: str, out: str, prompts: str, dtypes: list[str]) -> None:
     import torch
     import torch.distributed as dist
 
@@ -67,7 +68,7 @@ def _worker(model_dir: str, out: str, dtypes: list[str]) -> None:
     results = {}
     for dtype in dtypes:
         model, tok = models.load(Path(model_dir), "cpu", dtype, world=int(os.environ["WORLD_SIZE"]))
-        results[dtype] = capture_with_outputs(model, tok, PrecisionSpec())
+        results[dtype] = capture_with_outputs(model, tok, PrecisionSpec(prompts=prompts))
     if dist.get_rank() == 0:
         Path(out).write_bytes(pickle.dumps(results))
     dist.barrier()
@@ -75,4 +76,4 @@ def _worker(model_dir: str, out: str, dtypes: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1], sys.argv[2], sys.argv[3:])
+    _worker(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:])

@@ -147,23 +147,25 @@ def test_demo_fp32_vs_bf16_estimates_and_first_layer_over():
 
 
 @pytest.mark.slow
-def test_tp3_against_tp1(tiny_dir, tmp_path):
-    """On rank 0 after the all-reduce: fp32 agrees below 1e-5 in every layer; bf16's larger differences are
-    estimated within 10% of the exact ones."""
-    out = tmp_path / "tp3.pickle"
+def test_tp3_against_tp1_on_the_demo_model(tmp_path):
+    """The demo model (9 attention / 3 KV heads) on rank 0 after the all-reduce: fp32 agrees below 1e-5 in every
+    layer; bf16's larger differences are estimated within 10% of the exact ones. One prompt keeps it short."""
+    model_dir, prompts, out = models.resolve(ModelSpec(name=models.DEMO)), "first:1", tmp_path / "tp3.pickle"
     subprocess.run([sys.executable, "-m", "runner.tp.launch", "--standalone", "--nproc_per_node=3",
-                    str(REPO / "tests" / "precision_support.py"), str(tiny_dir), str(out), "float32", "bfloat16"],
-                   check=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+                    str(REPO / "tests" / "precision_support.py"), str(model_dir), str(out), prompts, "float32",
+                    "bfloat16"], check=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
     tp3 = pickle.loads(out.read_bytes())
     for dtype in ("float32", "bfloat16"):
-        one, one_outputs = capture_with_outputs(*_load(tiny_dir, dtype), PrecisionSpec())
+        one, one_outputs = capture_with_outputs(*_load(model_dir, dtype), PrecisionSpec(prompts=prompts))
         three, three_outputs = tp3[dtype]
         result = precision.compare(three, one)
+        assert len(result["layers"]) == 32  # 30 decoder layers, norm, logits
         if dtype == "float32":
             assert all(r["rel_error"] < 1e-5 for r in result["layers"]), result["layers"]
             assert result["logits"]["top1_agreement"] == 1.0
         else:
-            assert _check_estimates(result, exact_errors(three_outputs, one_outputs)) >= 3
+            # every layer differs by at least 1e-4 in bf16 (all reductions in another order), so all are checked
+            assert _check_estimates(result, exact_errors(three_outputs, one_outputs)) == len(result["layers"])
 
 
 def test_stored_size_for_codellama_34b_at_default_settings():
