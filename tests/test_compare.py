@@ -226,7 +226,7 @@ def test_compare_command_threshold_and_unknown_devices(reference_docs, tmp_path)
     assert ["910B3 vs A100", "0.1", "none"] in list(csv.reader(io.StringIO(shown.output)))
     low = CliRunner().invoke(app, ["compare", "--db", url, "--threshold", "1e-3"])
     assert "first layer at or over 0.001: **norm**" in low.output
-    bad = [(["--threshold", v], f"--threshold must be a number > 0, not {v}") for v in ("0", "-0.01", "nan")]
+    bad = [(["--threshold", v], f"--threshold must be a number > 0, not {v}") for v in ("0", "-0.01", "nan", "abc")]
     bad += [(["--candidate", "foo"], "no run of device foo in the store (devices with runs: 910B3, A100)"),
             (["--candidate", "foo", "--baseline", "bar"], "no run of device foo or bar in the store")]
     for args, message in bad:

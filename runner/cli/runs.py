@@ -180,9 +180,10 @@ def compare(
     baseline: Annotated[str, typer.Option(help="Device class whose numbers are the denominator.")] = DEFAULT_BASELINE,
     job: Annotated[Optional[Path], typer.Option("--job", "-j", help="Compare runs of this job spec.")] = None,
     fingerprint: Annotated[Optional[str], typer.Option(help="Compare runs with this job fingerprint.")] = None,
-    threshold: Annotated[Optional[float], typer.Option(
-        help="Per-layer precision: the relative error at which a layer counts as divergent; the section names the "
-             "first layer at or over it.  [default: 0.01]", show_default=False)] = None,
+    threshold: Annotated[Optional[str], typer.Option(
+        metavar="<float>", help="Per-layer precision: the relative error at which a layer counts as divergent; the "
+                                "section names the first layer at or over it.  [default: 0.01]",
+        show_default=False)] = None,
     db: DbOpt = None,
     fmt: FormatOpt = "markdown",
 ):
@@ -195,16 +196,24 @@ def compare(
 
     Example: runner compare --candidate 910B3 --baseline A100 --threshold 1e-3
     """
+    import math
+
     from db.engine import open_store
     from runner.spec import load_spec
 
     check_format(fmt)
-    if threshold is not None and not threshold > 0:  # also refuses nan
-        raise UserError(f"--threshold must be a number > 0, not {threshold}")
+    limit = None
+    if threshold is not None:  # parsed here, not by the option type, for a one-line error
+        try:
+            limit = float(threshold)
+        except ValueError:
+            limit = math.nan
+        if not limit > 0:  # also refuses nan
+            raise UserError(f"--threshold must be a number > 0, not {threshold}")
     if job is not None and fingerprint is not None:
         raise UserError("give --job or --fingerprint, not both")
     fp = load_spec(job).fingerprint if job is not None else fingerprint
-    print_comparison(open_store(db), fp, candidate, baseline, fmt, threshold)
+    print_comparison(open_store(db), fp, candidate, baseline, fmt, limit)
 
 
 @app.command()
