@@ -6,7 +6,8 @@ batch sizes with raw repeats, a token probe), then time what people and agents w
 - comparison: db.compare.build for one job (latest run of each device, perf + accuracy);
 - trend: db.queries.trend, what the Trends page charts (one job, one metric, both devices and their ratio points);
 - alert evaluation after one push: db.alerts.deliver.evaluate_and_deliver for the pushed job, as `runner push` and
-  the agent run it (the push itself is not timed);
+  the agent run it (the push itself is not timed; the untimed warm-up judges the job from its first run and writes
+  its checkpoint, as the first evaluation after an upgrade does, so the timed ones resume from it as pushes do);
 - Overview: db.overview.overview (every job and device pair: ratios, changes, sparklines, alerts, ages);
 - every trend of the pair over all jobs (db.trends.pair_trends, no target: its answer grows with history);
 - the store's size on disk per run.

@@ -171,10 +171,10 @@ def series_keys(fingerprint: str, pair: tuple[str, str], seen: Mapping[str, Mapp
     load level both devices served."""
     cand, base = pair
 
-    def both(kind: str) -> list:
-        return sorted(set(seen.get(cand, {}).get(kind, ())) & set(seen.get(base, {}).get(kind, ())))
+    def both(kind: str) -> set:
+        return set(seen.get(cand, {}).get(kind, ())) & set(seen.get(base, {}).get(kind, ()))
 
-    keys = [SeriesKey(fingerprint, m.name, cand, base, bs) for bs in both("sizes") for m in SPEED]
+    keys = [SeriesKey(fingerprint, m.name, cand, base, bs) for bs in sorted(both("sizes")) for m in SPEED]
     keys += [SeriesKey(fingerprint, m.name, cand, base) for m in ACCURACY]
-    return keys + [SeriesKey(fingerprint, m.name, cand, base, level=lv) for lv in both("levels")
-                   for m in SERVING_ALERTS]
+    levels = sorted(both("levels"), key=lambda name: (name[0], float(name[1:])))  # c2 before c16, then the rates
+    return keys + [SeriesKey(fingerprint, m.name, cand, base, level=lv) for lv in levels for m in SERVING_ALERTS]
