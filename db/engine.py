@@ -126,15 +126,28 @@ def _ping_when_idle(engine: Engine) -> None:
 
 
 @contextlib.contextmanager
-def session_scope(engine: Engine):
-    """One transaction: committed on success, rolled back on any error; driver errors become StoreError."""
+def _store_errors(engine: Engine):
     try:
-        with Session(engine, expire_on_commit=False) as session, session.begin():
-            yield session
+        yield
     except IntegrityError:
         raise  # a constraint the caller may expect (a replayed run), not an unusable store
     except DBAPIError as e:
         raise StoreError(f"store {display_url(str(engine.url))}: {_reason(e, engine.url)}") from None
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine):
+    """One transaction: committed on success, rolled back on any error; driver errors become StoreError."""
+    with _store_errors(engine), Session(engine, expire_on_commit=False) as session, session.begin():
+        yield session
+
+
+@contextlib.contextmanager
+def transaction(engine: Engine):
+    """As session_scope, on a Core connection: for code that only runs statements, a push above all, which need
+    not pay for an ORM session's bookkeeping."""
+    with _store_errors(engine), engine.begin() as conn:
+        yield conn
 
 
 def _alembic_config(connection=None):

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from core.errors import StoreError
 from core.metrics import REGISTRY, TIMED
-from db.engine import session_scope
+from db.engine import transaction
 from db import serving
 from db.models import (RECENT, AccuracyRecord, JobDevice, PerfRecord, PrecisionRecord, ProblemResult, Run,
                        ServingRecord, utc)
@@ -221,21 +221,19 @@ def _insert(conn: Connection, doc: dict) -> bool:
 
 def push(engine: Engine, doc: dict) -> bool:
     """Insert one validated run document in one transaction. False if the run is already stored (a replay)."""
-    with session_scope(engine) as session:
-        return _insert(session.connection(), doc)
+    with transaction(engine) as conn:
+        return _insert(conn, doc)
 
 
 def push_many(engine: Engine, docs: list[dict]) -> list[bool]:
     """Insert several documents in one transaction, each as `push` would (for bulk loads; agents push one by one)."""
-    with session_scope(engine) as session:
-        conn = session.connection()
+    with transaction(engine) as conn:
         return [_insert(conn, doc) for doc in docs]
 
 
 def rebuild_summary(engine: Engine) -> int:
     """Recompute job_devices from the runs; returns its rows. Pushes meanwhile wait (PostgreSQL) or queue (SQLite)."""
-    with session_scope(engine) as session:
-        conn = session.connection()
+    with transaction(engine) as conn:
         if conn.dialect.name == "postgresql":  # a push's count waits until the rebuilt rows are committed
             conn.execute(text("LOCK TABLE job_devices IN SHARE ROW EXCLUSIVE MODE"))
         conn.execute(delete(JOB_DEVICES))
