@@ -197,9 +197,13 @@ def test_agent_measures_serving_jobs_through_its_endpoint(tmp_path, monkeypatch)
         assert run.environment["server"]["models"] == ["stub-model"]
     for bad, fragment in ((["--endpoint", "=http://x"], "job name before '=' is empty"),
                           (["--endpoint", "ftp://x"], "http:// or https://"),
-                          (["--endpoint", "http://a", "--endpoint", "http://b"], "given twice")):
+                          (["--endpoint", "http://a", "--endpoint", "http://b"], "given twice"),
+                          (["--endpoint", "http://[::1"], "is not a valid URL (Invalid IPv6 URL)"),
+                          (["--endpoint", "fleet-serving=http://127.0.0.1:99999"], "Port out of range 0-65535"),
+                          (["--endpoint", "http://127.0.0.1:abc"], "Port could not be cast to integer")):
         r = CliRunner().invoke(app, ["agent", "--device", "cpu", "--once", *bad])
         assert r.exit_code == 2 and fragment in r.output, (bad, r.output)
+        assert len(r.output.strip().splitlines()) == 1 and "Traceback" not in r.output, r.output
 
 
 # -- real agent processes --------------------------------------------------------------------------------------------

@@ -239,3 +239,75 @@ def test_runner_serve_names_a_missing_engine_or_its_early_exit(tmp_path):
     path.write_text(toml(job(engine={"name": "x", "command": "python -c 'import sys; print(42); sys.exit(3)'"})))
     result = cli.invoke(app, ["serve", "--device", "cpu", "--job", str(path), "--startup-timeout", "30"])
     assert result.exit_code == 1 and "exited with code 3 before answering: 42" in result.output
+
+
+def one_line_error(result, code: int, fragment: str) -> None:
+    assert result.exit_code == code, result.output
+    assert fragment in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("endpoint, fragment", [
+    ("http://[::1", "not a valid URL (Invalid IPv6 URL)"), ("http://127.0.0.1:abc", "Port could not be cast"),
+    ("http://127.0.0.1:99999", "Port out of range 0-65535"), ("ftp://x", "http:// or https://"),
+    ("http://:8000", "names no server"),
+])
+def test_a_malformed_endpoint_is_one_line_exit_2(tmp_path, endpoint, fragment):
+    result = _submit(tmp_path, job(), "--endpoint", endpoint, "--out", str(tmp_path / "run.json"))
+    one_line_error(result, 2, fragment)
+
+
+def test_socket_errors_are_a_counted_failure_or_one_line(tmp_path):
+    """Past the URL check (a client built by hand), a port out of range fails inside the socket layer: a request
+    counts it as a failure, describing the server is a one-line error."""
+    import asyncio
+
+    import httpx2
+
+    from core.errors import RunError
+    from runner.serving import client
+
+    async def both():
+        async with httpx2.AsyncClient(base_url="http://127.0.0.1:99999", trust_env=False) as http:
+            o = await client.stream(http, {"prompt": "x"}, client.Outcome(start=time.perf_counter()), 5.0)
+            with pytest.raises(RunError, match="cannot reach the server at http://127.0.0.1:99999: transport error"):
+                await client.describe(http, "x", 5.0)
+        return o
+    o = asyncio.run(both())
+    assert o.reason == "transport error" and "OverflowError" in o.example and o.end is not None
+
+
+def test_a_server_that_is_not_openai_compatible_is_named_with_its_status(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        result = _submit(tmp_path, job(), "--endpoint", url, "--out", str(tmp_path / "run.json"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.exit_code == 1, result.output
+    assert f"{url}/v1/models answered HTTP 404: is {url} an OpenAI-compatible server?" in result.output
+    assert "lists 0 models" not in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--host", "no such host"], "--host 'no such host': the engine cannot listen there"),
+    (["--host", "nosuch.invalid", "--port", "8000"], "--host 'nosuch.invalid'"),
+    (["--format", "xml"], "--format must be markdown, csv or json, not 'xml'"),
+])
+def test_runner_serve_checks_its_options_before_starting_the_engine(tmp_path, args, fragment):
+    path = tmp_path / "job.toml"
+    started = tmp_path / "started"
+    path.write_text(toml(job(engine={"name": "x", "command": f"touch {started}"})))
+    result = cli.invoke(app, ["serve", "--device", "cpu", "--job", str(path), *args])
+    one_line_error(result, 2, fragment)
+    assert not started.exists()
+    for port in ("99999", "-5"):
+        result = cli.invoke(app, ["serve", "--device", "cpu", "--job", str(path), "--port", port])
+        assert result.exit_code == 2 and "Invalid value for '--port'" in result.output and not started.exists()

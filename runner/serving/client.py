@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 import httpx2
 
-from core.errors import RunError
+from core.errors import RunError, UserError
 
 COMPLETIONS = "/v1/completions"
 PROBE_PROMPT = "Say hello."  # capability probes send this prompt (a failure stub lets it through)
@@ -42,10 +43,20 @@ class Outcome:
 
 
 def base_url(endpoint: str) -> str:
-    """`http://host:8000`, `http://host:8000/` and `http://host:8000/v1` all name the same server."""
+    """`http://host:8000`, `http://host:8000/` and `http://host:8000/v1` all name the same server. A URL that names
+    no server (scheme, host, port 1-65535) is the user's to fix: checked here, before anything connects."""
     url = endpoint.strip().rstrip("/")
-    if not url.startswith(("http://", "https://")):
-        raise RunError(f"--endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # a port that is not a number, or out of range, raises here rather than at connect
+        httpx2.URL(url)
+    except (ValueError, httpx2.InvalidURL) as e:
+        raise UserError(f"--endpoint {endpoint!r} is not a valid URL ({e}); example: http://127.0.0.1:8000") from None
+    if parts.scheme not in ("http", "https"):
+        raise UserError(f"--endpoint must be an http:// or https:// URL, got {endpoint!r}")
+    if not parts.hostname or any(c.isspace() for c in parts.hostname) or port == 0:
+        raise UserError(f"--endpoint {endpoint!r} names no server: give its host and port, e.g. "
+                        "http://127.0.0.1:8000")
     return url.removesuffix("/v1")
 
 
@@ -55,7 +66,19 @@ def new_client(endpoint: str, connections: int) -> httpx2.AsyncClient:
     return httpx2.AsyncClient(base_url=base_url(endpoint), timeout=None, limits=limits, trust_env=False)
 
 
+# what a request can raise that says the server was not reached or answered no HTTP: httpx2's own errors, and
+# socket errors it lets through (wrapped in an ExceptionGroup when they escape a task group)
+TRANSPORT_ERRORS = (httpx2.HTTPError, OSError, OverflowError, ExceptionGroup)
+
+
+def _leaf(e: BaseException) -> BaseException:
+    while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        e = e.exceptions[0]
+    return e
+
+
 def _classify(e: BaseException) -> str:
+    e = _leaf(e)
     if isinstance(e, httpx2.ConnectError):
         cause = e
         while cause is not None and not isinstance(cause, ConnectionRefusedError):
@@ -105,8 +128,8 @@ async def stream(client: httpx2.AsyncClient, payload: dict, o: Outcome, timeout_
         o.end = time.perf_counter()
     except TimeoutError:
         return o.fail("timeout", f"no complete answer within {timeout_s:g} s")
-    except httpx2.HTTPError as e:
-        return o.fail(_classify(e), f"{type(e).__name__}: {e}")
+    except TRANSPORT_ERRORS as e:
+        return o.fail(_classify(e), f"{type(_leaf(e)).__name__}: {_leaf(e)}")
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not the shape of a completion
         return o.fail("bad response", str(e))
     if o.finish_reason is None and o.first is None:
@@ -117,32 +140,37 @@ async def stream(client: httpx2.AsyncClient, payload: dict, o: Outcome, timeout_
 
 
 async def _get_json(client: httpx2.AsyncClient, path: str, timeout_s: float):
-    """A GET's JSON body, or None when the server has no such path (or answers something else)."""
+    """(the GET's JSON body or None, its HTTP status or None when it timed out, the server header)."""
     try:
         async with asyncio.timeout(timeout_s):
             r = await client.get(path)
     except TimeoutError:
-        return None, None
+        return None, None, None
+    header = r.headers.get("server")
     if r.status_code != 200:
-        return None, r.headers.get("server")
+        return None, r.status_code, header
     try:
-        return r.json(), r.headers.get("server")
+        return r.json(), 200, header
     except ValueError:
-        return None, r.headers.get("server")
+        return None, 200, header
 
 
 async def describe(client: httpx2.AsyncClient, declared_engine: str, timeout_s: float) -> dict:
     """What the server says about itself: its models (/v1/models), its version (/version, where it has one), the
-    HTTP server header, and the engine the job declares. A server that cannot be reached is a one-line error."""
+    HTTP server header, and the engine the job declares. A server that cannot be reached, or that has no
+    /v1/models (not an OpenAI-compatible server), is a one-line error."""
+    base = str(client.base_url).rstrip("/")
     try:
-        models, header = await _get_json(client, "/v1/models", timeout_s)
-    except httpx2.HTTPError as e:
-        raise RunError(f"cannot reach the server at {client.base_url}: {_classify(e)} ({e})") from None
+        models, status, header = await _get_json(client, "/v1/models", timeout_s)
+    except TRANSPORT_ERRORS as e:
+        raise RunError(f"cannot reach the server at {base}: {_classify(e)} ({_leaf(e)})") from None
+    if status not in (200, None):
+        raise RunError(f"{base}/v1/models answered HTTP {status}: is {base} an OpenAI-compatible server?")
     try:
-        version, _ = await _get_json(client, "/version", timeout_s)
-    except httpx2.HTTPError:  # reachable a moment ago: a server without /version may also just drop the request
+        version, _, _ = await _get_json(client, "/version", timeout_s)
+    except TRANSPORT_ERRORS:  # reachable a moment ago: a server without /version may also just drop the request
         version = None
-    listed = [m for m in (models or {}).get("data", []) if isinstance(m, dict)]
+    listed = [m for m in (models if isinstance(models, dict) else {}).get("data", []) if isinstance(m, dict)]
     return {"endpoint": str(client.base_url), "models": [m.get("id") for m in listed],
             "owned_by": sorted({str(m.get("owned_by")) for m in listed if m.get("owned_by")}),
             "version": version, "server_header": header, "declared_engine": declared_engine}

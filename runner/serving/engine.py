@@ -24,9 +24,19 @@ PACKAGES = {"vllm": "vllm (on Ascend: vllm plus vllm-ascend)", "transformers": "
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port free on `host` now. A host that does not resolve, or is no address of this machine, is the user's to
+    fix (--host), found before any engine starts."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            s.bind(address)
+            return s.getsockname()[1]
+    except (OSError, ValueError) as e:  # ValueError: a name IDNA cannot encode
+        raise UserError(f"--host {host!r}: the engine cannot listen there ({e})") from None
+
+
+def url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def executable(name: str) -> str:
