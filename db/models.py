@@ -224,6 +224,24 @@ class AlertSeriesState(Base):
     data: Mapped[Json]
 
 
+class AlertSeriesSnapshot(Base):
+    """The alert_series_state of one job and device pair as it stood after every few runs judged
+    (db.alerts.snapshots): a run that arrives out of order, or an annotated or deleted run judged already, rewinds
+    judging to the newest snapshot before it instead of judging the whole job again. `seq`: runs judged up to it;
+    the order key columns name its last run."""
+
+    __tablename__ = "alert_series_snapshot"
+
+    fingerprint: Mapped[str] = mapped_column(String(16), primary_key=True)
+    candidate_device: Mapped[str] = mapped_column(String(32), primary_key=True)
+    baseline_device: Mapped[str] = mapped_column(String(32), primary_key=True)
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    finished_at: Mapped[UtcTime]
+    pushed_at: Mapped[UtcTime]
+    run_id: Mapped[str] = mapped_column(String(36))
+    data: Mapped[Json]
+
+
 class Annotation(Base):
     """An intended change at a run (new CANN, new driver, new model code): restarts the alert baseline there."""
 

@@ -1,7 +1,9 @@
 """Alert evaluation resumes from its checkpoint (db.alerts.checkpoint) and judges only the runs that arrived since:
-judging after every push leaves the same alert rows and the same checkpoints as judging once at the end, through a
+judging after every push leaves the same alert rows, checkpoints and snapshots as judging once at the end, through a
 drop that turns active and resolves, a lone dip, a pass@1 drop (per-problem outcomes), runs that finish in the same
-second, a run that arrives out of order and an annotation at a run judged already (those two judge the job anew)."""
+second, runs that arrive out of order (one, then several in a row), an annotation at a run judged already and a
+deleted run judged already (those rewind to a snapshot, db.alerts.snapshots), and a late run before the first
+snapshot (that one judges the job anew)."""
 from __future__ import annotations
 
 import copy
@@ -16,7 +18,8 @@ from db import store
 from db.alerts import evaluate as evaluation
 from db.alerts.deliver import evaluate_and_deliver
 from db.engine import open_store, session_scope
-from db.models import Alert, AlertSeriesState, Annotation
+from db.alerts import snapshots
+from db.models import Alert, AlertSeriesSnapshot, AlertSeriesState, Annotation, Run
 from db.testing import new_database
 from runner.cli import app
 
@@ -54,8 +57,15 @@ def _history(reference_docs, days: int = 140) -> list[tuple[str, object]]:
         events.append(("push", c))
         if i == 40:  # a rerun that finishes in the same second, pushed after it
             events.append(("push", _doc(cand, day + dt.timedelta(hours=1), speed(8.9), 14)))
+        if i == 50:  # an A100 run from day 5, before the first snapshot: the job is judged anew
+            events.append(("push", _doc(base, T0 + dt.timedelta(days=5, hours=2), speed(16.5), 14)))
         if i == 90:  # an A100 run from day 85 that reaches the store late
             events.append(("push", _doc(base, T0 + dt.timedelta(days=85, hours=2), speed(16.5), 14)))
+        if i == 110:  # a host's outbox replays three runs after an outage, each evaluated as it lands
+            events += [("push", _doc(base, T0 + dt.timedelta(days=d, hours=2), speed(16.5), 14))
+                       for d in (107, 108, 109)]
+        if i == 115:  # an A100 run judged already is deleted
+            events.append(("delete", events[-6][1]["run_id"]))
         if i == 120:
             drop_start = c["run_id"]
         if i >= 120:  # an intended change, too small to alert on: the 910B3 is 2% slower from day 120 on
@@ -73,7 +83,20 @@ def _state(engine) -> tuple[list, dict]:
         # each store stamps pushed_at itself: the last run judged is named by its finish time and id
         checkpoints = {(c.fingerprint, c.candidate_device, c.baseline_device):
                        {**c.data, "last": [c.data["last"][0], c.data["last"][2]]} for c in s.query(AlertSeriesState)}
-    return rows, checkpoints
+        snaps = {(c.fingerprint, c.candidate_device, c.baseline_device, c.seq): (c.run_id, c.data)
+                 for c in s.query(AlertSeriesSnapshot)}
+    return rows, checkpoints, snaps
+
+
+def _apply(engine, what: str, arg) -> None:
+    if what == "push":
+        store.push(engine, arg)
+    elif what == "annotate":
+        _annotate(engine, arg)
+    else:
+        with session_scope(engine) as s:
+            s.delete(s.get(Run, arg))
+        store.rebuild_summary(engine)
 
 
 def _annotate(engine, run_id: str) -> None:
@@ -86,7 +109,7 @@ def test_judging_after_every_push_equals_judging_once(store_url, request, tmp_pa
 
     def spy(*args):
         out = since(*args)
-        resumed.append(out is not None)
+        resumed.append("full" if out is None else "rewind" if out.rewound else "resume")
         return out
 
     monkeypatch.setattr(evaluation, "_since", spy)
@@ -97,15 +120,25 @@ def test_judging_after_every_push_equals_judging_once(store_url, request, tmp_pa
     once = open_store(once_url)
     for what, arg in events:
         for engine in (every, once):
-            (store.push(engine, arg) if what == "push" else _annotate(engine, arg))
+            _apply(engine, what, arg)
         evaluate_and_deliver(every, None)
-    # every evaluation but the first, the late run's and the annotation's resumed from the checkpoint
-    assert len(resumed) == len(events) - 1 and resumed.count(False) == 2
+    # the first evaluation had no checkpoint; the late run before the first snapshot judged the job anew; the other
+    # late runs, the annotation and the deletion rewound to a snapshot; every other one resumed from the checkpoint
+    assert len(resumed) == len(events) - 1
+    expected, newest = [], ""
+    for what, arg in events:
+        late = what == "push" and arg["finished_at"] < newest
+        expected.append("rewind" if what != "push" or late and not arg["finished_at"].startswith("2026-01-06")
+                        else "full" if late else "resume")
+        newest = max(newest, arg["finished_at"]) if what == "push" else newest
+    assert resumed == expected[1:]
+    assert resumed.count("full") == 1 and resumed.count("rewind") == 6
     resumed.clear()
     evaluate_and_deliver(once, None)
     assert resumed == []  # no checkpoint yet: judged from the start
-    rows, checkpoints = _state(every)
-    assert (rows, checkpoints) == _state(once)
+    rows, checkpoints, snaps = _state(every)
+    assert (rows, checkpoints, snaps) == _state(once)
+    assert sorted(k[3] for k in snaps) == [snapshots.EVERY * k for k in range(1, 5)]
     by_metric = {(r[0].split("/")[1], r[5]) for r in rows}
     assert {("decode_tokens_per_s", s) for s in ("outlier", "resolved")} <= by_metric
     assert ("pass_at_1", "resolved") in by_metric  # active while the 8 problems were lost, then back
@@ -117,14 +150,14 @@ def test_judging_after_every_push_equals_judging_once(store_url, request, tmp_pa
 
     # a rebuild judges everything again and leaves the same rows and checkpoints
     assert CliRunner().invoke(app, ["alerts", "check", "--rebuild", "--db", store_url]).exit_code == 0
-    assert _state(every) == (rows, checkpoints)
+    assert _state(every) == (rows, checkpoints, snaps)
     every.dispose()
     once.dispose()
 
 
 def test_a_stale_or_missing_checkpoint_is_judged_anew(tmp_path, reference_docs):
-    """A checkpoint that no longer matches the runs (here: runs deleted behind its back) or none at all: the job is
-    judged from the start, with the same result."""
+    """No checkpoint at all: the job is judged from the start, with the same result. One that no longer matches the
+    runs (here: its counts out of step): judging rewinds to the newest snapshot that still does."""
     engine = open_store(f"sqlite:///{tmp_path / 's.db'}")
     events = [e for e in _history(reference_docs, 80) if e[0] == "push"]
     for _, doc in events:
@@ -140,5 +173,6 @@ def test_a_stale_or_missing_checkpoint_is_judged_anew(tmp_path, reference_docs):
             c.data = {**c.data, "runs": {d: n + 1 for d, n in c.data["runs"].items()}}  # out of step with the runs
     store.push(engine, _doc(reference_docs[0], T0 + dt.timedelta(days=90), 8.9, 14))
     evaluate_and_deliver(engine, None)
-    _, checkpoints = _state(engine)
-    assert all(c["runs"] == {"910B3": 82, "A100": 80} for c in checkpoints.values())  # 80 days, a rerun, one more
+    _, checkpoints, _ = _state(engine)
+    # 80 days, a rerun, a late run, one more
+    assert all(c["runs"] == {"910B3": 82, "A100": 81} for c in checkpoints.values())

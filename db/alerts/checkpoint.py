@@ -61,7 +61,7 @@ def _verdict_back(d: dict) -> Verdict:
 def detector_state(det: Detector) -> dict:
     """What a later evaluation needs to resume `det` (JSON)."""
     return {"judged": det.judged, "devices": {side: {
-        "accepted": dev.accepted, "seen": dev.seen,
+        "accepted": list(dev.accepted), "seen": dev.seen,
         "episode": [{"verdict": _verdict(e.verdict), "change": _num(e.change), "log": _num(e.log), "seq": e.seq}
                     for e in dev.episode]} for side, dev in det.devices.items()}}
 

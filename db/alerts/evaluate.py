@@ -3,10 +3,11 @@ episode, and report which rows changed state so they can be delivered (db.alerts
 
 Detection is deterministic and a verdict depends only on earlier runs, so judging after each push and judging once
 at the end leave the same rows. An evaluation resumes each job and device pair from its checkpoint
-(db.alerts.checkpoint) and judges only the runs that arrived since, reading their records with a few Core selects;
-it judges the whole job again when there is no checkpoint, when it no longer holds (a run arrived out of order, a
-run already judged was annotated, a rule changed), or when asked to (`rebuild`). A row is upserted on (series, the
-run pair that opened the episode); a row resolved by hand stays resolved.
+(db.alerts.checkpoint) and judges only the runs that arrived since, reading their records with a few Core selects.
+When the past changed (a run arrived out of order, a run already judged was annotated or deleted) it rewinds to the
+newest snapshot before the change (db.alerts.snapshots) and judges the runs after it; it judges the whole job when
+there is no checkpoint or no such snapshot, when a rule changed, or when asked to (`rebuild`). A row is upserted on
+(series, the run pair that opened the episode); a row resolved by hand stays resolved.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.rules import DEFAULT_PAIR
-from db.alerts import checkpoint
+from db.alerts import checkpoint, snapshots
 from db.alerts.checkpoint import Checkpoint
 from db.alerts.config import AlertConfig
 from db.alerts.detect import Detector, Episode
@@ -72,28 +73,47 @@ def _job(fingerprint: str, pair: tuple[str, str]):
     return (Run.fingerprint == fingerprint) & Run.device_class.in_(pair)
 
 
-def _since(session: Session, fp: str, pair: tuple[str, str], ckpt: Checkpoint,
-           config: AlertConfig) -> tuple[list[RunData], set[str]] | None:
-    """The runs a resumed evaluation reads (each device's latest run at the checkpoint, then the runs after it) and
-    the ids of the new ones; None when the checkpoint no longer holds."""
+@dataclass
+class Start:
+    """Where an evaluation resumes: `base` (the checkpoint, or a snapshot before a change to the past when
+    `rewound`), the runs it reads (each device's latest run at `base`, then the runs after it) and the ids of the
+    runs it judges."""
+
+    base: Checkpoint
+    runs: list[RunData]
+    new: set[str]
+    rewound: bool
+
+
+def _since(session: Session, fp: str, pair: tuple[str, str], ckpt: Checkpoint, config: AlertConfig,
+           annotation: int) -> Start | None:
+    """Where to resume: the checkpoint when it holds, else the newest snapshot before what changed
+    (db.alerts.snapshots); None when neither does (judge the whole job)."""
     if any(s["rule"] != checkpoint.rule_state(config.rule(path.split("/")[1])) for path, s in ckpt.series.items()):
         return None
-    last = (utc(ckpt.last[0]), utc(ckpt.last[1]), ckpt.last[2])
+    job, last = _job(fp, pair), (utc(ckpt.last[0]), utc(ckpt.last[1]), ckpt.last[2])
     annotated = session.execute(select(Run.finished_at, Run.pushed_at, Run.id).join(
-        Annotation, Annotation.run_id == Run.id).where(Annotation.id > ckpt.annotation, _job(fp, pair)))
-    if any(order_key(r) <= last for r in annotated):
+        Annotation, Annotation.run_id == Run.id).where(Annotation.id > ckpt.annotation, job))
+    changed = min((k for k in map(order_key, annotated) if k <= last), default=None)
+    if changed is None:
+        new = [r for r in load_runs(session, job & (Run.finished_at >= ckpt.last[0])) if order_key(r) > last]
+        counts = dict(session.execute(select(JobDevice.device_class, JobDevice.runs).where(
+            JobDevice.fingerprint == fp, JobDevice.device_class.in_(pair))).all())
+        if all(counts.get(d, 0) - sum(r.device_class == d for r in new) == ckpt.runs.get(d, 0) for d in pair):
+            if not new:
+                return Start(ckpt, [], set(), False)
+            before = load_runs(session, Run.id.in_(list(ckpt.latest.values()))) if ckpt.latest else []
+            if len(before) == len(ckpt.latest):
+                return Start(ckpt, before + new, {r.id for r in new}, False)
+    # a run arrived out of order, or a run judged already was annotated or deleted
+    base = snapshots.rewind(session, fp, pair, job, changed, config, annotation)
+    if base is None:
         return None
-    new = [r for r in load_runs(session, _job(fp, pair) & (Run.finished_at >= ckpt.last[0])) if order_key(r) > last]
-    counts = dict(session.execute(select(JobDevice.device_class, JobDevice.runs).where(
-        JobDevice.fingerprint == fp, JobDevice.device_class.in_(pair))).all())
-    if any(counts.get(d, 0) - sum(r.device_class == d for r in new) != ckpt.runs.get(d, 0) for d in pair):
+    new = [r for r in load_runs(session, job & (Run.finished_at >= base.last[0])) if order_key(r) > base.last]
+    before = load_runs(session, Run.id.in_(list(base.latest.values())))
+    if len(before) != len(base.latest):
         return None
-    if not new:
-        return [], set()
-    before = load_runs(session, Run.id.in_(list(ckpt.latest.values()))) if ckpt.latest else []
-    if len(before) != len(ckpt.latest):  # a run judged already was deleted
-        return None
-    return before + new, {r.id for r in new}
+    return Start(base, before + new, {r.id for r in new}, True)
 
 
 def _save(session: Session, fp: str, pair: tuple[str, str], ckpt: Checkpoint) -> None:
@@ -113,15 +133,18 @@ def _evaluate_pair(session: Session, config: AlertConfig, fp: str, pair: tuple[s
                    now: dt.datetime, rebuild: bool) -> list[Change]:
     row = None if rebuild else session.get(AlertSeriesState, (fp, *pair))
     ckpt = Checkpoint.from_json(row.data) if row is not None else None
-    since = _since(session, fp, pair, ckpt, config) if ckpt is not None else None
-    if since is None:  # the whole job, from the start
+    start = _since(session, fp, pair, ckpt, config, annotation) if ckpt is not None else None
+    if start is None:  # the whole job, from the start
+        snapshots.drop_after(session, fp, pair, 0)
         ckpt, runs = None, load_runs(session, _job(fp, pair))
         new, notes = None, notes_at(session, _job(fp, pair))
         if not runs:
             return []
     else:
-        runs, new = since
-        if not new:
+        ckpt, runs, new = start.base, start.runs, start.new
+        if start.rewound:  # the snapshots after it judged a past that changed
+            snapshots.drop_after(session, fp, pair, sum(ckpt.runs.values()))
+        elif not new:
             return []
         notes = notes_at(session, Run.id.in_(new))
     ordered = sorted(runs, key=order_key)
@@ -133,13 +156,20 @@ def _evaluate_pair(session: Session, config: AlertConfig, fp: str, pair: tuple[s
     open_rows: dict[str, list[Alert]] = {}
     for a in session.scalars(select(Alert).where(Alert.series.in_([str(k) for k in keys]), Alert.state.in_(OPEN))):
         open_rows.setdefault(a.series, []).append(a)
+    marks = snapshots.marks(fp, pair, ordered, new, ckpt)
+    index = {r.id: i for i, r in enumerate(judged)}
     changes, states = [], {}
     for key in keys:
         rule = config.rule(key.metric)
         state = ckpt.series.get(str(key)) if ckpt else None
         det = checkpoint.resume(state["detector"], rule) if state else Detector(rule)
+        pending = [m for m in marks if str(key) in m.paths]
         for point in series_points(runs, key, notes, new):
+            while pending and pending[0].index < index[point.run()]:  # the state after the snapshot's run
+                pending.pop(0).series[str(key)] = checkpoint.detector_state(det)
             det.feed(point)
+        for m in pending:
+            m.series[str(key)] = checkpoint.detector_state(det)
         episodes = det.episodes()
         changes += filter(None, (_upsert(session, key, job_name, e, now) for e in episodes))
         # an open alert whose episode no longer exists (e.g. a run was annotated) is over; episodes still open at the
@@ -149,6 +179,7 @@ def _evaluate_pair(session: Session, config: AlertConfig, fp: str, pair: tuple[s
             if (a.opened_candidate_run, a.opened_baseline_run) not in ids:
                 a.state, a.updated_at = "resolved", now
         states[str(key)] = {"rule": checkpoint.rule_state(rule), "detector": checkpoint.detector_state(det)}
+    snapshots.write(session, fp, pair, marks)
     end = ordered[-1]
     counts = {d: (ckpt.runs.get(d, 0) if ckpt else 0) + sum(r.device_class == d for r in judged) for d in pair}
     _save(session, fp, pair, Checkpoint((utc(end.finished_at), utc(end.pushed_at), end.id),
