@@ -8,6 +8,10 @@ batch sizes with raw repeats, a token probe), then time what people and agents w
 - alert evaluation after one push: db.alerts.deliver.evaluate_and_deliver for the pushed job, as `runner push` and
   the agent run it (the push itself is not timed; the untimed warm-up judges the job from its first run and writes
   its checkpoint, as the first evaluation after an upgrade does, so the timed ones resume from it as pushes do);
+- alert evaluation after a late push: the same after a host's outbox replays a run pushed late (an A100 run that
+  finished before the job's 3 newest runs), so judging rewinds to the newest snapshot before it;
+- the first judge of a job with no checkpoint (informational: the bulk fill skips evaluation, so a job's first
+  evaluation judges its whole history), and the bytes of alert state the job keeps (checkpoint and snapshots);
 - Overview: db.overview.overview (every job and device pair: ratios, changes, sparklines, alerts, ages);
 - every trend of the pair over all jobs (db.trends.pair_trends, no target: its answer grows with history);
 - the store's size on disk per run.
@@ -143,6 +147,40 @@ def ingest(url: str, runs: int, timed_runs: int, docs) -> dict:
             "ingest_load": load}
 
 
+def late_doc(engine, fp: str, doc: dict) -> dict:
+    """`doc` (an A100 run of job `fp`) as a run an outbox replays late: it finished before the job's 3 newest runs."""
+    from sqlalchemy import select
+
+    from db.engine import session_scope
+    from db.models import Run, utc
+
+    with session_scope(engine) as s:
+        fourth = utc(s.scalars(select(Run.finished_at).where(Run.fingerprint == fp)
+                               .order_by(Run.finished_at.desc()).offset(3).limit(1)).one())
+    finished = fourth + dt.timedelta(minutes=1)
+    doc.update(run_id=str(uuid.uuid4()), started_at=(finished - dt.timedelta(minutes=9)).isoformat(),
+               finished_at=finished.isoformat())
+    return doc
+
+
+def alert_state_bytes(engine, fp: str) -> dict:
+    """The JSON bytes of the alert state one job keeps: its checkpoint and its snapshots."""
+    import json
+
+    from sqlalchemy import select
+
+    from db.engine import session_scope
+    from db.models import AlertSeriesSnapshot, AlertSeriesState
+
+    with session_scope(engine) as s:
+        ckpt = [len(json.dumps(d)) for d in s.scalars(select(AlertSeriesState.data)
+                                                      .where(AlertSeriesState.fingerprint == fp))]
+        snaps = [len(json.dumps(d)) for d in s.scalars(select(AlertSeriesSnapshot.data)
+                                                       .where(AlertSeriesSnapshot.fingerprint == fp))]
+    return {"checkpoint": sum(ckpt), "snapshots": len(snaps), "per_snapshot": sum(snaps) / max(len(snaps), 1),
+            "job": sum(ckpt) + sum(snaps)}
+
+
 def bench_backend(url: str, args) -> dict:
     from core import rundoc
     from db import compare, overview, queries, store, trends
@@ -159,6 +197,7 @@ def bench_backend(url: str, args) -> dict:
     result = ingest(url, args.runs, min(args.timed, args.runs), docs)
     engine = open_store(url)
     fp = f"{(args.fingerprints // 2):016x}"
+    first = f"{(args.fingerprints // 2 + 1) % args.fingerprints:016x}"  # a job no evaluation has judged yet
 
     def comparison():
         with session_scope(engine) as s:
@@ -184,7 +223,8 @@ def bench_backend(url: str, args) -> dict:
             points = sum(len(p) for p in trends.pair_trends(s, CANDIDATE, BASELINE).values())
 
     # one more run of the job, then the evaluation `runner push` starts for it (the push is not timed)
-    n = args.runs + 2 * args.fingerprints * (args.fingerprints // 2)  # a run index that maps to job `fp`, device 910B3
+    # a run index after every stored one that maps to job `fp` (run i is job (i // 2) % fingerprints), device 910B3
+    n = args.runs + args.runs % 2 + 2 * ((args.fingerprints // 2 - (args.runs + 1) // 2) % args.fingerprints)
     extra = iter(range(n, n + 2 * args.fingerprints * 100, 2 * args.fingerprints))
     os.environ.pop("DEVCOMPARE_WEBHOOK_URL", None)
     result["load"] = os.getloadavg()[0]
@@ -192,6 +232,10 @@ def bench_backend(url: str, args) -> dict:
                   overview_ms=timed(over, args.repeats),
                   alerts_ms=timed(lambda: evaluate_and_deliver(engine, [fp]), args.alert_repeats,
                                   setup=lambda: store.push(engine, docs(next(extra)))),
+                  late_alerts_ms=timed(lambda: evaluate_and_deliver(engine, [fp]), args.alert_repeats,
+                                       setup=lambda: store.push(engine, late_doc(engine, fp, docs(next(extra) + 1)))),
+                  first_judge_ms=timed(lambda: evaluate_and_deliver(engine, [first], rebuild=True), 1),
+                  alert_state=alert_state_bytes(engine, fp),
                   all_trends_ms=timed(all_trends, 1), all_trend_points=points, overview_rows=rows)
     result["bytes_per_run"] = disk_bytes(engine) / args.runs
     engine.dispose()
@@ -257,18 +301,28 @@ def report(results: dict, args) -> str:
              "judged against the targets; beside them the benchmark process's own CPU time (no database server, "
              "no time other processes took), and the host's 1-minute load average when the phase began.", "",
              "| backend | ingest at scale (runs/s) | client CPU per push (ms) | bulk fill (runs/s) "
-             "| comparison (ms) | trend (ms) | alert evaluation after a push (ms) | Overview (ms) "
+             "| comparison (ms) | trend (ms) | alert evaluation after a push (ms) "
+             "| alert evaluation after a late push (ms) | Overview (ms) "
              "| all trends of the pair (ms) | disk per run | load (ingest / queries) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for backend, r in results.items():
         bulk = f"{r['bulk_per_s']:.0f}" if r["bulk_per_s"] else "-"
         rate = f"{r['runs_per_s']:.0f} ({'ok' if r['runs_per_s'] >= 200 else 'MISSED'})"
         lines.append(
             f"| {backend} | {rate} | {r['cpu_ms']:.1f} | {bulk} | {cell('compare_ms', r, 20)} "
-            f"| {cell('trend_ms', r, 150)} | {cell('alerts_ms', r, 100)} | {cell('overview_ms', r, 300)} "
+            f"| {cell('trend_ms', r, 150)} | {cell('alerts_ms', r, 100)} | {cell('late_alerts_ms', r, 100)} "
+            f"| {cell('overview_ms', r, 300)} "
             f"| {r['all_trends_ms'][0]:.0f} ({r['all_trend_points']:,} points) | {r['bytes_per_run'] / 1024:.0f} KiB "
             f"| {r['ingest_load']:.1f} / {r['load']:.1f} |")
-    lines += ["", "Targets: ingest >= 200 runs/s, comparison < 20 ms, trend < 150 ms, alert evaluation < 100 ms, "
+    lines += ["", "| backend | first judge of a job with no checkpoint (ms) | alert state per job: checkpoint "
+              "| snapshots | bytes per snapshot | all |", "|---|---|---|---|---|---|"]
+    for backend, r in results.items():
+        a = r["alert_state"]
+        lines.append(f"| {backend} | {r['first_judge_ms'][0]:.0f} (CPU {r['first_judge_ms'][1]:.0f}) "
+                     f"| {a['checkpoint']:,} B | {a['snapshots']} | {a['per_snapshot']:,.0f} B | {a['job']:,} B |")
+    lines += ["", "Targets: ingest >= 200 runs/s, comparison < 20 ms, trend < 150 ms, alert evaluation < 100 ms "
+              "(after a push, and after a late push: an outbox replaying an A100 run that finished before the job's "
+              "3 newest runs, which rewinds judging to the newest snapshot before it), "
               "Overview < 300 ms. Comparison: `db.compare.build` for one job; trend: `db.queries.trend` for one job "
               "and metric (the Trends page's chart); alert evaluation: `db.alerts.deliver.evaluate_and_deliver` for "
               "the pushed job; Overview: `db.overview.overview` "
