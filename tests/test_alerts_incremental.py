@@ -176,3 +176,29 @@ def test_a_stale_or_missing_checkpoint_is_judged_anew(tmp_path, reference_docs):
     _, checkpoints, _ = _state(engine)
     # 80 days, a rerun, a late run, one more
     assert all(c["runs"] == {"910B3": 82, "A100": 81} for c in checkpoints.values())
+
+
+def test_a_rewind_resolves_an_alert_whose_episode_is_gone(tmp_path, reference_docs, monkeypatch):
+    """Deleting the run that opened an open alert rewinds to the snapshot before it: that alert is resolved, the
+    episode opens again at the next bad run, and a full re-judge leaves the same rows and state."""
+    how, since = [], evaluation._since
+    monkeypatch.setattr(evaluation, "_since", lambda *a: how.append(since(*a)) or how[-1])
+    engine = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    for what, doc in _history(reference_docs, 66):
+        if what == "push":
+            store.push(engine, doc)
+            evaluate_and_deliver(engine, None)
+    with session_scope(engine) as s:
+        (opened,) = [a.opened_candidate_run for a in s.query(Alert).filter(Alert.state.in_(("suspected", "active")))
+                     if "/decode_tokens_per_s/" in a.series]
+    _apply(engine, "delete", opened)
+    how.clear()
+    evaluate_and_deliver(engine, None)
+    assert [h.rewound for h in how] == [True]
+    rows, checkpoints, snaps = _state(engine)
+    gone = [r for r in rows if r[1] == opened]
+    assert [r[5] for r in gone] == ["resolved"]
+    assert [r[5] for r in rows if "/decode_tokens_per_s/" in r[0] and r[5] in ("suspected", "active")] == ["active"]
+    evaluate_and_deliver(engine, None, rebuild=True)
+    assert _state(engine) == (rows, checkpoints, snaps)
+    engine.dispose()

@@ -307,3 +307,27 @@ def test_suppression_matches_by_segment_prefix_until_it_expires():
     assert suppressed_by(SeriesKey(key.fingerprint, "pass_at_1", "910B3", "A100"), T0, sups) is sups[0]
     with pytest.raises(ValueError, match="timezone-aware"):
         suppressed_by(key, T0.replace(tzinfo=None), sups)
+
+
+def test_a_detector_resumed_from_a_saved_state_judges_as_the_whole_series_does():
+    """db.alerts.checkpoint's state of a detector, taken every few points (the store's snapshots), is a copy: feeding
+    on leaves it as it was, and a detector resumed from it (through JSON) gives the whole series' later verdicts."""
+    import json
+
+    from db.alerts.checkpoint import detector_state, resume
+    from db.alerts.detect import Detector
+
+    rng = np.random.default_rng(7)
+    points = alternating(noisy(80, 0.02, rng, 8.9, lambda i: 0.85 if 40 <= i < 50 else 1.0),
+                         noisy(80, 0.02, rng, 16.5))
+    whole = evaluate_series(points, SPEED)
+    det, saved = Detector(SPEED), {}
+    for i, p in enumerate(points):
+        if i % 16 == 0:
+            saved[i] = (detector_state(det), json.dumps(detector_state(det)))
+        det.feed(p)
+    for i, (state, text) in saved.items():
+        assert json.dumps(state) == text
+        again = resume(json.loads(text), SPEED)
+        assert [again.feed(p) for p in points[i:]] == whole.verdicts[i:]
+    assert any(v.state == "active" for v in whole.verdicts)
