@@ -26,7 +26,7 @@ from db.alerts.series import measured, merged, series_keys
 from db.models import AlertSeriesSnapshot as Snap
 from db.models import Run, utc
 
-EVERY = 64  # runs judged between snapshots: a rewind judges fewer than this many runs more than the change needs
+EVERY = 32  # runs judged between snapshots: a rewind judges fewer than this many runs more than the change needs
 VERSION = 1
 
 
