@@ -10,7 +10,8 @@ arrived since. The checkpoint holds what resuming needs and what tells whether i
 - `annotation`: the highest annotation id then: a later annotation at a run judged already changes the past;
 - `measured`: the batch sizes and load levels each device measured (which series exist);
 - `series`: per series path, its rule (a changed rule judges the series anew) and its detector's state.
-Whenever it does not hold, the evaluation judges the whole job again and writes a fresh one.
+Whenever it does not hold, the evaluation rewinds to the newest snapshot before the change (db.alerts.snapshots),
+or judges the whole job again, and writes a fresh one.
 """
 from __future__ import annotations
 
