@@ -166,8 +166,9 @@ def _problems_sql(dialect: str) -> str:
 
 
 _PROBLEMS_SQL = {d: _problems_sql(d) for d in ("postgresql", "sqlite")}
-# a JSON number may come as an int: an array holds one type, so these columns' values are made floats
-_FLOAT_COLUMNS = [i for i, c in enumerate(PROBLEM_COLUMNS) if PROBLEMS.c[c].type.python_type is float]
+# a JSON number may be spelled 2 or 2.0 whatever its column: an array holds one type, so numbers take their column's
+_NUMBER_COLUMNS = [(i, kind) for i, c in enumerate(PROBLEM_COLUMNS)
+                   if (kind := PROBLEMS.c[c].type.python_type) in (int, float)]
 
 
 def _bulk_problems(conn: Connection, rows: list[tuple]) -> None:
@@ -176,8 +177,8 @@ def _bulk_problems(conn: Connection, rows: list[tuple]) -> None:
     sql = _PROBLEMS_SQL[conn.dialect.name]
     if conn.dialect.name == "postgresql":
         columns: list = [list(c) for c in zip(*rows)]
-        for i in _FLOAT_COLUMNS:
-            columns[i] = [None if v is None else float(v) for v in columns[i]]
+        for i, kind in _NUMBER_COLUMNS:
+            columns[i] = [None if v is None else kind(v) for v in columns[i]]
         columns[0] = rows[0][0]  # PROBLEM_COLUMNS begin with the run id, the same in every row
         conn.exec_driver_sql(sql, tuple(columns))
         return
@@ -192,11 +193,12 @@ def _bulk_problems(conn: Connection, rows: list[tuple]) -> None:
 def _one_round_trip(conn: Connection):
     """On PostgreSQL, the statements run inside are sent without waiting for each one's answer (psycopg's pipeline
     mode), and the answers are read together at the end: one round trip instead of one each. Nothing inside may read
-    a result. A failure among them leaves as SQLAlchemy's error, as a statement's would. SQLite has no round trips."""
-    if conn.dialect.name != "postgresql":
+    a result. A failure among them leaves as SQLAlchemy's error, as a statement's would. SQLite has no round trips;
+    a libpq older than 14 has no pipeline mode: each statement then waits for its answer."""
+    dbapi = conn.dialect.loaded_dbapi
+    if conn.dialect.name != "postgresql" or not dbapi.Pipeline.is_supported():
         yield
         return
-    dbapi = conn.dialect.loaded_dbapi
     try:
         with conn.connection.driver_connection.pipeline():
             yield

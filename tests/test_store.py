@@ -85,6 +85,22 @@ def test_times_with_an_offset_are_stored_as_the_same_instant(store_url, referenc
         assert utc(run.finished_at) == dt.datetime(2026, 3, 1, 0, 0, tzinfo=dt.timezone.utc)  # SQLite keeps no offset
 
 
+def test_problem_numbers_are_stored_whatever_their_json_spelling(store_url, reference_docs):
+    """2 and 2.0 in one column, a column with no values at all: stored as the column's type (the rows of a run go
+    to PostgreSQL as one array per column, and an array holds one type)."""
+    engine = open_store(store_url)
+    doc = measured_doc(reference_docs)
+    first, second = doc["humaneval"]["results"]
+    first.update(sample=0, generation_s=2, generated_tokens=5.0)
+    second.update(sample=1.0, generation_s=2.5, generated_tokens=None)  # and neither has exec_s
+    assert store.push(engine, doc) is True
+    with session_scope(engine) as s:
+        rows = s.execute(select(ProblemResult.sample, ProblemResult.generation_s, ProblemResult.generated_tokens,
+                                ProblemResult.exec_s).order_by(ProblemResult.task_id)).all()
+    assert [tuple(r) for r in rows] == [(0, 2.0, 5, None), (1, 2.5, None, None)]
+    assert [type(v) for v in rows[0][:3]] == [int, float, int]
+
+
 def test_failed_push_leaves_nothing(store_url, reference_docs):
     """A push that fails half way (here: a duplicate problem row) rolls back the whole run."""
     engine = open_store(store_url)
