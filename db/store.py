@@ -142,8 +142,9 @@ def _count_in_summary(conn: Connection, run: dict) -> None:
     """Count the run in its job_devices row, then refresh the row's latest and recent columns.
 
     The count is an upsert that locks the row; the runs are read by the next statement. On PostgreSQL (read
-    committed) that statement sees every run whose push held this row before, so two pushes of one job and device
-    leave it right in either order. SQLite has one writer at a time."""
+    committed: each statement takes its snapshot when it starts, in a pipeline too) that statement sees every run
+    whose push held this row before, so two pushes of one job and device leave it right in either order. SQLite has
+    one writer at a time."""
     sql = _statements(conn)
     conn.execute(sql.count, {"fingerprint": run["fingerprint"], "device_class": run["device_class"], "runs": 1,
                              "latest_run": run["id"], "latest_finished_at": run["finished_at"],

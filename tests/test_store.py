@@ -16,8 +16,8 @@ from sqlalchemy import func, select, text
 from typer.testing import CliRunner
 
 from db import store
-from db.engine import (CONNECT_TIMEOUT_S, PING_AFTER_IDLE_S, _alembic_config, current_revision, head_revision, make_engine,
-                       open_store, session_scope, upgrade)
+from db.engine import (CONNECT_TIMEOUT_S, PING_AFTER_IDLE_S, _alembic_config, current_revision, head_revision,
+                       make_engine, open_store, session_scope, upgrade)
 from db.models import Base, PerfRecord, ProblemResult, Run
 from db.testing import new_database
 from core.errors import StoreError
