@@ -63,8 +63,8 @@ def after_push(engine, fingerprints: list[str]) -> None:
 def alerts_check(db: DbOpt = None, config: ConfigOpt = None, pairs: PairOpt = None,
                  rebuild: Annotated[bool, typer.Option(
                      "--rebuild", help="Judge every job from its first run, not from where the last evaluation "
-                                       "stopped, and rewrite those checkpoints (the repair if they are ever out of "
-                                       "step; the alerts left are the same).")] = False):
+                                       "stopped, and rewrite those checkpoints and the snapshots late runs rewind to "
+                                       "(the repair if they are ever out of step; the alerts left are the same).")] = False):
     """Judge every series and exit 1 if an active regression exists that is neither acknowledged nor suppressed.
 
     For CI: exit 0 = no active regression, 1 = active regression, 2 = usage error, 3 = store unusable.
