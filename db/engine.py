@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, InvalidatePoolError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from core.errors import StoreError
+from core.errors import StoreError, UserError
 
 ENV_VAR = "DEVCOMPARE_DB_URL"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -79,7 +79,9 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.close()
 
 
-def make_engine(url: str | None = None) -> Engine:
+def make_engine(url: str | None = None, create: bool = True) -> Engine:
+    """`create=False`: a SQLite file that does not exist is an error, not a new empty store (for commands that only
+    make sense on a store that holds runs)."""
     url = resolve_url(url)
     try:
         parsed = make_url(url)
@@ -87,7 +89,10 @@ def make_engine(url: str | None = None) -> Engine:
         raise StoreError(f"not a database URL: {url!r} (example: sqlite:///runs.db or postgresql://user@host/db)") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            path = Path(parsed.database).expanduser()
+            if not create and not path.is_file():
+                raise UserError(f"no store at {path} (check --db; `runner db upgrade` creates one)")
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
@@ -231,7 +236,7 @@ def ensure_schema(engine: Engine) -> None:
                          current, head, newer=False)
 
 
-def open_store(url: str | None = None) -> Engine:
-    engine = make_engine(url)
+def open_store(url: str | None = None, create: bool = True) -> Engine:
+    engine = make_engine(url, create)
     ensure_schema(engine)
     return engine

@@ -89,9 +89,10 @@ def torch_cuda_version() -> str | None:
     return torch.version.cuda
 
 
-def capture(device: Device) -> dict:
-    import torch
-
+def host(device: Device) -> dict:
+    """This host as a run records it, without importing torch: library versions are the installed distributions',
+    and what only a running torch knows (its CUDA runtime and threads, CANN through torch_npu) is None. A serving run
+    records this: the engine, not this process, runs the model."""
     env = {
         "host": socket.gethostname(),
         "os": platform.platform(),
@@ -99,20 +100,30 @@ def capture(device: Device) -> dict:
         "cpu_count": os.cpu_count(),
         "memory_bytes": _memory_bytes(),
         "python": sys.version.split()[0],
-        "torch": torch.__version__,
+        "torch": _version("torch"),
         "transformers": _version("transformers"),
         "torch_npu": None,
         "cann": None,
-        "cuda": torch.version.cuda,
+        "cuda": None,
         "driver": None,
         "project_commit": git_commit(),
         "settings": {k: os.environ[k] for k in SPEED_ENV_VARS if k in os.environ},
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": None,
     }
     if device.type == "cuda":
         env["driver"] = nvidia_driver_version()
     elif device.type == "npu":
         env["torch_npu"] = _version("torch-npu") or _version("torch_npu")
-        env["cann"] = cann_version()
         env["driver"] = npu_driver_version()
+    return env
+
+
+def capture(device: Device) -> dict:
+    """The host of a run that loads the model in this process: `host` plus what torch says of itself."""
+    import torch
+
+    env = {**host(device), "torch": torch.__version__, "cuda": torch.version.cuda,
+           "torch_threads": torch.get_num_threads()}
+    if device.type == "npu":
+        env["cann"] = cann_version()
     return env

@@ -34,8 +34,9 @@ from core.errors import UserError
 from db.alerts.config import AlertConfig, configured, pairs, suppressed_by
 from db.alerts.detect import Episode
 from db.alerts.evaluate import Change, evaluate
-from db.alerts.series import SeriesKey, level_label
+from db.alerts.series import SeriesKey, level_of
 from db.engine import session_scope
+from db.serving import level_label
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def build_payload(key: SeriesKey, alert: Episode, previous_state: str | None, *,
     job = job_name or key.fingerprint
     where = f"{key.candidate_device} vs {key.baseline_device}" + (
         f", batch {key.batch_size}" if key.batch_size is not None else "") + (
-        f", {level_label(key.level)}" if key.level is not None else "")
+        f", {level_label(*level_of(key.level))}" if key.level is not None else "")
     text = (f"[{alert.state.upper()}] {key.metric} ratio {shown.ratio:.4g} vs usual {shown.usual_ratio:.4g} "
             f"({shown.change_pct:+.1f}%) for {job} ({where})")
     if alert.state in ("suspected", "active") and alert.moved:

@@ -96,24 +96,29 @@ def _since(session: Session, fp: str, pair: tuple[str, str], ckpt: Checkpoint, c
         Annotation, Annotation.run_id == Run.id).where(Annotation.id > ckpt.annotation, job))
     changed = min((k for k in map(order_key, annotated) if k <= last), default=None)
     if changed is None:
-        new = [r for r in load_runs(session, job & (Run.finished_at >= ckpt.last[0])) if order_key(r) > last]
+        new = _after(session, job, ckpt)
         counts = dict(session.execute(select(JobDevice.device_class, JobDevice.runs).where(
             JobDevice.fingerprint == fp, JobDevice.device_class.in_(pair))).all())
         if all(counts.get(d, 0) - sum(r.device_class == d for r in new) == ckpt.runs.get(d, 0) for d in pair):
-            if not new:
-                return Start(ckpt, [], set(), False)
-            before = load_runs(session, Run.id.in_(list(ckpt.latest.values()))) if ckpt.latest else []
-            if len(before) == len(ckpt.latest):
-                return Start(ckpt, before + new, {r.id for r in new}, False)
+            start = _start(session, ckpt, new, rewound=False) if new else Start(ckpt, [], set(), False)
+            if start is not None:
+                return start
     # a run arrived out of order, or a run judged already was annotated or deleted
     base = snapshots.rewind(session, fp, pair, job, changed, config, annotation)
-    if base is None:
-        return None
-    new = [r for r in load_runs(session, job & (Run.finished_at >= base.last[0])) if order_key(r) > base.last]
-    before = load_runs(session, Run.id.in_(list(base.latest.values())))
-    if len(before) != len(base.latest):
-        return None
-    return Start(base, before + new, {r.id for r in new}, True)
+    return None if base is None else _start(session, base, _after(session, job, base), rewound=True)
+
+
+def _after(session: Session, job, base: Checkpoint) -> list[RunData]:
+    """The runs of the job after `base`'s last run, in any order."""
+    last = (utc(base.last[0]), utc(base.last[1]), base.last[2])
+    return [r for r in load_runs(session, job & (Run.finished_at >= base.last[0])) if order_key(r) > last]
+
+
+def _start(session: Session, base: Checkpoint, new: list[RunData], rewound: bool) -> Start | None:
+    """Resume at `base` with its devices' latest runs as the other side of the new points; None when one of them
+    is gone (deleted)."""
+    before = load_runs(session, Run.id.in_(list(base.latest.values()))) if base.latest else []
+    return Start(base, before + new, {r.id for r in new}, rewound) if len(before) == len(base.latest) else None
 
 
 def _save(session: Session, fp: str, pair: tuple[str, str], ckpt: Checkpoint) -> None:

@@ -31,9 +31,9 @@ def level_name(mode: str, level: float) -> str:
     return f"{'c' if mode == 'concurrency' else 'r'}{level:g}"
 
 
-def level_label(name: str) -> str:
-    """A level_name as people read it (as db.serving labels levels): "concurrency 4", "2.5 req/s"."""
-    return f"concurrency {name[1:]}" if name.startswith("c") else f"{name[1:]} req/s"
+def level_of(name: str) -> tuple[str, float]:
+    """A level_name back as (mode, level): "c4" -> ("concurrency", 4.0), "r2.5" -> ("rate", 2.5)."""
+    return ("concurrency" if name.startswith("c") else "rate"), float(name[1:])
 
 
 @dataclass(frozen=True)
@@ -176,5 +176,5 @@ def series_keys(fingerprint: str, pair: tuple[str, str], seen: Mapping[str, Mapp
 
     keys = [SeriesKey(fingerprint, m.name, cand, base, bs) for bs in sorted(both("sizes")) for m in SPEED]
     keys += [SeriesKey(fingerprint, m.name, cand, base) for m in ACCURACY]
-    levels = sorted(both("levels"), key=lambda name: (name[0], float(name[1:])))  # c2 before c16, then the rates
+    levels = sorted(both("levels"), key=level_of)  # c2 before c16, then the rates
     return keys + [SeriesKey(fingerprint, m.name, cand, base, level=lv) for lv in levels for m in SERVING_ALERTS]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import typer
 
-from core.errors import UserError
 from runner.cli.common import DbOpt, err, out, user_errors
 
 db_app = typer.Typer(help="Manage the store's schema.\n\nExample: runner db upgrade --db sqlite:///runs.db",
@@ -49,21 +48,8 @@ def db_rebuild_summary(db: DbOpt = None):
 
     Example: runner db rebuild-summary --db postgresql://runner@db-host/devcompare
     """
-    from pathlib import Path
-
-    from sqlalchemy.engine import make_url
-
     from db.engine import display_url, open_store, resolve_url
     from db.store import rebuild_summary
 
-    url = resolve_url(db)
-    try:
-        parsed = make_url(url)
-    except Exception:
-        parsed = None  # open_store says what is wrong with it
-    if (parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database
-            and parsed.database != ":memory:" and not Path(parsed.database).expanduser().is_file()):
-        raise UserError(f"no store at {Path(parsed.database).expanduser()}: rebuild-summary needs an existing store "
-                        "(check --db; `runner db upgrade` creates one)")
-    rows = rebuild_summary(open_store(db))
+    rows = rebuild_summary(open_store(db, create=False))
     err.print(f"{display_url(resolve_url(db))}: summary rebuilt, {rows} job/device row(s)", highlight=False)

@@ -17,6 +17,7 @@ from rich.console import Console
 from core import rundoc
 from core.errors import RunError, UserError
 from core.metrics import METRICS
+from runner import environment
 from runner.serving import accuracy, client, load, summary, workload
 from runner.spec import DEFAULT_STOP, JobSpec
 
@@ -42,35 +43,13 @@ def run(spec: JobSpec, device, endpoint: str | None, *, model_path: str | None =
     doc = rundoc.new_document(
         device={"class": device.device_class, "type": device.type, "name": device.name,
                 "count": spec.model.tensor_parallel},
-        environment=host_environment(device), job_name=spec.name, fingerprint=spec.fingerprint,
+        environment=environment.host(device), job_name=spec.name, fingerprint=spec.fingerprint,
         spec=spec.to_dict(), started_at=started)
     doc["environment"]["server"] = measured.pop("server")
     doc["humaneval"] = measured.pop("humaneval")
     doc["serving"] = measured
     doc["finished_at"] = rundoc.now()
     return rundoc.validate(doc)
-
-
-def host_environment(device) -> dict:
-    """This host, keyed as runner.environment.capture keys it, without importing torch: the engine, not this process,
-    runs the model (its own description is `environment.server`), so library versions are the installed
-    distributions' and no torch setting of this process applies."""
-    import os
-    import platform
-    import socket
-    import sys
-
-    from runner import environment as env
-    from runner.devices import cpu_model
-
-    drivers = {"cuda": env.nvidia_driver_version, "npu": env.npu_driver_version}
-    return {"host": socket.gethostname(), "os": platform.platform(), "cpu_model": cpu_model(),
-            "cpu_count": os.cpu_count(), "memory_bytes": env._memory_bytes(), "python": sys.version.split()[0],
-            **{key: env._version(dist) for key, dist in (("torch", "torch"), ("transformers", "transformers"),
-                                                          ("torch_npu", "torch-npu"))},
-            "cann": None, "cuda": None, "driver": drivers[device.type]() if device.type in drivers else None,
-            "project_commit": env.git_commit(),
-            "settings": {k: os.environ[k] for k in env.SPEED_ENV_VARS if k in os.environ}, "torch_threads": None}
 
 
 async def measure(spec: JobSpec, endpoint: str, prompts: workload.Prompts, console: Console) -> dict:

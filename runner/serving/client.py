@@ -67,14 +67,24 @@ def new_client(endpoint: str, connections: int) -> httpx2.AsyncClient:
 
 
 # what a request can raise that says the server was not reached or answered no HTTP: httpx2's own errors, and
-# socket errors it lets through (wrapped in an ExceptionGroup when they escape a task group)
-TRANSPORT_ERRORS = (httpx2.HTTPError, OSError, OverflowError, ExceptionGroup)
+# socket errors it lets through
+TRANSPORT_ERRORS = (httpx2.HTTPError, OSError, OverflowError)
+# those escape a task group wrapped in an ExceptionGroup: caught as one, then re-raised unless it holds one of them
+CAUGHT = (*TRANSPORT_ERRORS, ExceptionGroup)
 
 
 def _leaf(e: BaseException) -> BaseException:
     while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
         e = e.exceptions[0]
     return e
+
+
+def _transport(e: BaseException) -> BaseException:
+    """The transport error that `e` is or wraps; a group holding anything else (a bug) goes on up as it is."""
+    leaf = _leaf(e)
+    if not isinstance(leaf, TRANSPORT_ERRORS):
+        raise e
+    return leaf
 
 
 def _classify(e: BaseException) -> str:
@@ -128,8 +138,9 @@ async def stream(client: httpx2.AsyncClient, payload: dict, o: Outcome, timeout_
         o.end = time.perf_counter()
     except TimeoutError:
         return o.fail("timeout", f"no complete answer within {timeout_s:g} s")
-    except TRANSPORT_ERRORS as e:
-        return o.fail(_classify(e), f"{type(_leaf(e)).__name__}: {_leaf(e)}")
+    except CAUGHT as e:
+        leaf = _transport(e)
+        return o.fail(_classify(leaf), f"{type(leaf).__name__}: {leaf}")
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # not JSON, or not the shape of a completion
         return o.fail("bad response", str(e))
     if o.finish_reason is None and o.first is None:
@@ -162,13 +173,15 @@ async def describe(client: httpx2.AsyncClient, declared_engine: str, timeout_s: 
     base = str(client.base_url).rstrip("/")
     try:
         models, status, header = await _get_json(client, "/v1/models", timeout_s)
-    except TRANSPORT_ERRORS as e:
-        raise RunError(f"cannot reach the server at {base}: {_classify(e)} ({_leaf(e)})") from None
+    except CAUGHT as e:
+        leaf = _transport(e)
+        raise RunError(f"cannot reach the server at {base}: {_classify(leaf)} ({leaf})") from None
     if status not in (200, None):
         raise RunError(f"{base}/v1/models answered HTTP {status}: is {base} an OpenAI-compatible server?")
     try:
         version, _, _ = await _get_json(client, "/version", timeout_s)
-    except TRANSPORT_ERRORS:  # reachable a moment ago: a server without /version may also just drop the request
+    except CAUGHT as e:  # reachable a moment ago: a server without /version may also just drop the request
+        _transport(e)
         version = None
     listed = [m for m in (models if isinstance(models, dict) else {}).get("data", []) if isinstance(m, dict)]
     return {"endpoint": str(client.base_url), "models": [m.get("id") for m in listed],
